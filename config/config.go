@@ -1,0 +1,227 @@
+// Package config loads, defaults and validates guacproxy's YAML
+// configuration, and resolves the secrets it points to.
+//
+// The usual sequence is Load (or Parse), which decodes the file strictly,
+// fills in defaults, checks every rule and reports all problems at once as
+// Errors. A Config built in code goes through ApplyDefaults and Validate
+// instead; the rules are the same.
+package config
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"time"
+)
+
+// Defaults used by ApplyDefaults and for fields missing from a YAML file.
+const (
+	DefaultListen         = "127.0.0.1:8080"
+	DefaultAdminListen    = "127.0.0.1:9091"
+	DefaultTimeout        = 10 * time.Second
+	DefaultSessionTimeout = 60 * time.Minute
+	DefaultRequestTimeout = 60 * time.Second
+	DefaultMaxLifetime    = 12 * time.Hour
+	DefaultShutdownGrace  = 30 * time.Second
+	DefaultLogLevel       = "info"
+	DefaultLogFormat      = "json"
+)
+
+// MinSessionTimeout is the smallest accepted guacamole.session_timeout.
+// guacproxy drops a cached token a safety margin of at least two minutes
+// before Guacamole would expire it, so shorter timeouts leave no useful
+// lifetime.
+const MinSessionTimeout = 3 * time.Minute
+
+// Config is guacproxy's whole configuration.
+type Config struct {
+	// Listen is the address tools connect to. Default DefaultListen.
+	Listen string `yaml:"listen"`
+
+	// AdminListen is the address of the health and readiness endpoints. It
+	// must differ from Listen. Default DefaultAdminListen.
+	AdminListen string `yaml:"admin_listen"`
+
+	// Guacamole describes the upstream Guacamole server.
+	Guacamole Guacamole `yaml:"guacamole"`
+
+	// Tokens controls the lifetime of cached Guacamole tokens.
+	Tokens Tokens `yaml:"tokens"`
+
+	// ShutdownGrace is how long shutdown waits for in-flight requests before
+	// revoking every token. Zero means no wait. Default DefaultShutdownGrace
+	// (ApplyDefaults treats zero as unset, so set zero after calling it).
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+
+	// Log configures logging.
+	Log Log `yaml:"log"`
+
+	// Identities are the service identities guacproxy logs in as. At least
+	// one is required.
+	Identities []Identity `yaml:"identities"`
+}
+
+// Guacamole describes the upstream Guacamole server.
+type Guacamole struct {
+	// URL is Guacamole's base URL including its context path, such as
+	// "http://127.0.0.1:8081/guacamole". Required. Validate trims a trailing
+	// slash.
+	URL string `yaml:"url"`
+
+	// CAFile is a PEM bundle of certificates to trust for an https URL. If
+	// empty, the system roots are used.
+	CAFile string `yaml:"ca_file"`
+
+	// Timeout bounds each login and revoke call. Default DefaultTimeout.
+	Timeout time.Duration `yaml:"timeout"`
+
+	// RequestTimeout bounds how long a proxied request waits for
+	// Guacamole's response headers; a streamed body is not limited. Default
+	// DefaultRequestTimeout.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+
+	// SessionTimeout must match Guacamole's api-session-timeout: the idle
+	// time after which Guacamole forgets a token. Whole minutes, at least
+	// MinSessionTimeout. Default DefaultSessionTimeout.
+	SessionTimeout time.Duration `yaml:"session_timeout"`
+
+	// RootCAs holds the certificates read from CAFile. Validate fills it; nil
+	// means the system roots.
+	RootCAs *x509.CertPool `yaml:"-" json:"-"`
+}
+
+// Tokens controls the lifetime of cached Guacamole tokens.
+type Tokens struct {
+	// MaxLifetime is the age at which a token is replaced even if it is in
+	// constant use. Default DefaultMaxLifetime.
+	MaxLifetime time.Duration `yaml:"max_lifetime"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is one of debug, info, warn or error. Default DefaultLogLevel.
+	Level string `yaml:"level"`
+
+	// Format is json or console. Default DefaultLogFormat.
+	Format string `yaml:"format"`
+}
+
+// Identity is a service identity: a Guacamole account that guacproxy logs in
+// as on behalf of the tools that present one of its API keys.
+type Identity struct {
+	// Name identifies the identity in logs and metrics. Required, unique, and
+	// made of lower-case letters, digits, '.', '_' and '-'.
+	Name string `yaml:"name"`
+
+	// Username is the Guacamole account. Required.
+	Username string `yaml:"username"`
+
+	// PasswordFile is a file holding the account's password; one trailing
+	// newline is ignored. Relative paths are resolved against the working
+	// directory. Exactly one of PasswordFile and PasswordEnv must be set.
+	PasswordFile string `yaml:"password_file"`
+
+	// PasswordEnv names an environment variable holding the password.
+	PasswordEnv string `yaml:"password_env"`
+
+	// APIKeysSHA256 are the hex-encoded SHA-256 hashes of the API keys that
+	// select this identity. A caller sends the key itself as
+	// "Authorization: Bearer <key>". See HashAPIKey.
+	APIKeysSHA256 []string `yaml:"api_keys_sha256"`
+
+	// Default marks the identity used for requests that carry no key of any
+	// identity. At most one identity may be the default.
+	Default bool `yaml:"default"`
+
+	// Password is the resolved secret. Validate fills it from PasswordFile or
+	// PasswordEnv; it is never read from YAML. A Config built in code may set
+	// it directly and leave both sources empty.
+	Password string `yaml:"-" json:"-"`
+
+	// APIKeyHashes are the decoded APIKeysSHA256 values, filled by Validate.
+	APIKeyHashes [][32]byte `yaml:"-" json:"-"`
+}
+
+// String describes the identity without its password, so that printing a
+// Config with %v or %+v cannot leak it.
+func (id Identity) String() string {
+	pw := ""
+	if id.Password != "" {
+		pw = "REDACTED"
+	}
+	return fmt.Sprintf("{Name:%s Username:%s PasswordFile:%s PasswordEnv:%s "+
+		"APIKeysSHA256:%v Default:%t Password:%s}",
+		id.Name, id.Username, id.PasswordFile, id.PasswordEnv,
+		id.APIKeysSHA256, id.Default, pw)
+}
+
+// GoString is like String, for the %#v verb.
+func (id Identity) GoString() string { return "config.Identity" + id.String() }
+
+// HashAPIKey returns the value to list in api_keys_sha256 for key: its
+// SHA-256 in lower-case hex.
+func HashAPIKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
+
+// ApplyDefaults fills every zero field that has a default.
+func (c *Config) ApplyDefaults() {
+	setDefault(&c.Listen, DefaultListen)
+	setDefault(&c.AdminListen, DefaultAdminListen)
+	setDefault(&c.Guacamole.Timeout, DefaultTimeout)
+	setDefault(&c.Guacamole.SessionTimeout, DefaultSessionTimeout)
+	setDefault(&c.Guacamole.RequestTimeout, DefaultRequestTimeout)
+	setDefault(&c.Tokens.MaxLifetime, DefaultMaxLifetime)
+	setDefault(&c.ShutdownGrace, DefaultShutdownGrace)
+	setDefault(&c.Log.Level, DefaultLogLevel)
+	setDefault(&c.Log.Format, DefaultLogFormat)
+}
+
+func setDefault[T comparable](field *T, def T) {
+	var zero T
+	if *field == zero {
+		*field = def
+	}
+}
+
+// Load reads the YAML file at path and does what Parse does. On any problem,
+// including an unreadable file, it returns Errors.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, Errors{{Msg: fmt.Sprintf("read config: %v", err), Err: err}}
+	}
+	return Parse(data)
+}
+
+// Parse decodes a YAML document strictly (unknown fields are errors), applies
+// defaults, validates the result and resolves its secrets from files and the
+// environment. On any problem it returns Errors listing every problem found:
+// decoding problems first, in document order, then rule violations.
+//
+// A field that is absent or null takes its default; a field given explicitly
+// keeps its value, so "shutdown_grace: 0s" means no grace period.
+func Parse(data []byte) (*Config, error) {
+	c := &Config{}
+	c.ApplyDefaults()
+
+	root, err := parseDocument(data)
+	if err != nil {
+		return nil, Errors{{Msg: err.Error(), Err: err}}
+	}
+	var decodeErrs Errors
+	if root != nil {
+		decodeErrs = decode(root, c)
+	}
+
+	// A field that failed to decode keeps its default, so rule violations
+	// involving it would only repeat the decoding problem.
+	errs := append(decodeErrs, c.validate().except(decodeErrs)...)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return c, nil
+}
