@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/guacproxy/guacproxy/config"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitRuntime = 1
+	exitUsage   = 2
+)
+
+const usage = `guacproxy logs in to Apache Guacamole for the tools that call it.
+
+Usage:
+  guacproxy serve --config FILE   run the proxy (FILE may also come from GUACPROXY_CONFIG)
+  guacproxy check --config FILE   validate the configuration and exit
+  guacproxy demo [--listen ADDR]  run against a built-in Guacamole emulator
+  guacproxy version               print the version
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "serve":
+		return cmdServe(args[1:], stderr)
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
+	case "demo":
+		return cmdDemo(args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintf(stdout, "guacproxy %s\n", version)
+		return exitOK
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "guacproxy: unknown command %q\n\n%s", args[0], usage)
+	return exitUsage
+}
+
+// loadConfig parses the --config flag (or GUACPROXY_CONFIG) and loads the
+// file. It prints every problem and returns false on failure.
+func loadConfig(name string, args []string, stderr io.Writer) (*config.Config, bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", os.Getenv("GUACPROXY_CONFIG"),
+		"configuration file (default $GUACPROXY_CONFIG)")
+	if err := fs.Parse(args); err != nil {
+		return nil, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "guacproxy %s: unexpected arguments %q\n", name, fs.Args())
+		return nil, false
+	}
+	if *path == "" {
+		fmt.Fprintf(stderr, "guacproxy %s: no configuration: pass --config FILE or set GUACPROXY_CONFIG\n", name)
+		return nil, false
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "guacproxy %s: %s is not valid:\n", name, *path)
+		var errs config.Errors
+		if errors.As(err, &errs) {
+			for _, e := range errs {
+				fmt.Fprintf(stderr, "  %s\n", e.Error())
+			}
+		} else {
+			fmt.Fprintf(stderr, "  %v\n", err)
+		}
+		return nil, false
+	}
+	return cfg, true
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	cfg, ok := loadConfig("check", args, stderr)
+	if !ok {
+		return exitUsage
+	}
+	fmt.Fprintf(stdout, "configuration is valid: %d identities, Guacamole at %s\n",
+		len(cfg.Identities), cfg.Guacamole.URL)
+	return exitOK
+}
+
+func cmdServe(args []string, stderr io.Writer) int {
+	cfg, ok := loadConfig("serve", args, stderr)
+	if !ok {
+		return exitUsage
+	}
+	logger, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "guacproxy serve: %v\n", err)
+		return exitUsage
+	}
+	defer func() { _ = logger.Sync() }()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return serveUntilDone(ctx, cfg, logger)
+}
+
+// serveUntilDone runs guacproxy until ctx ends and maps the outcome onto an
+// exit code.
+func serveUntilDone(ctx context.Context, cfg *config.Config, logger *zap.Logger) int {
+	srv, err := newServer(cfg, logger)
+	if err != nil {
+		logger.Error("cannot start", zap.Error(err))
+		return exitUsage
+	}
+	if err := srv.run(ctx); err != nil {
+		logger.Error("stopped with an error", zap.Error(err))
+		return exitRuntime
+	}
+	return exitOK
+}
+
+// newLogger builds the process logger: JSON for machines, console for people.
+func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(c.Level)
+	if err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.TimeKey = "time"
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if c.Format == "console" {
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	} else {
+		enc = zapcore.NewJSONEncoder(encCfg)
+	}
+	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level)
+	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
+}

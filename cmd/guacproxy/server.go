@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/guacproxy/guacproxy/config"
+	"github.com/guacproxy/guacproxy/proxy"
+	"github.com/guacproxy/guacproxy/tokencache"
+)
+
+// Server timeouts. Tunnels stream for hours, so there is no overall read or
+// write timeout; slow or idle clients are bounded by these instead.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 64 << 10
+)
+
+// server is one running guacproxy: the proxy and admin listeners and the
+// token cache behind them.
+type server struct {
+	cfg    *config.Config
+	log    *zap.Logger
+	cache  *tokencache.Cache
+	ready  proxy.Readiness
+	proxy  *http.Server
+	admin  *http.Server
+	pln    net.Listener
+	aln    net.Listener
+	closed chan struct{}
+}
+
+// newServer wires guacproxy from cfg and opens its listeners.
+func newServer(cfg *config.Config, logger *zap.Logger) (*server, error) {
+	upstream, err := url.Parse(cfg.Guacamole.URL)
+	if err != nil {
+		return nil, fmt.Errorf("guacamole.url: %w", err)
+	}
+	transport := newTransport(cfg.Guacamole)
+	cache := tokencache.New(tokencache.Options{
+		Client:         tokencache.NewClient(cfg.Guacamole.URL, &http.Client{Transport: transport}),
+		SessionTimeout: cfg.Guacamole.SessionTimeout,
+		MaxLifetime:    cfg.Tokens.MaxLifetime,
+		CallTimeout:    cfg.Guacamole.Timeout,
+		Logger:         logger,
+	})
+
+	ids := make([]proxy.Identity, len(cfg.Identities))
+	for i, id := range cfg.Identities {
+		ids[i] = proxy.Identity{
+			Identity:     tokencache.Identity{Name: id.Name, Username: id.Username, Password: id.Password},
+			APIKeyHashes: id.APIKeyHashes,
+			Default:      id.Default,
+		}
+	}
+	p, err := proxy.New(proxy.Options{
+		Upstream:   upstream,
+		Transport:  transport,
+		Tokens:     cache,
+		Identities: ids,
+		Logger:     logger,
+	})
+	if err != nil {
+		_, _ = cache.Close(context.Background())
+		return nil, err
+	}
+
+	s := &server{cfg: cfg, log: logger.Named("server"), cache: cache, closed: make(chan struct{})}
+	s.proxy = &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(s.log),
+	}
+	s.admin = &http.Server{
+		Handler:           proxy.AdminHandler(&s.ready),
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(s.log),
+	}
+
+	if s.pln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		_, _ = cache.Close(context.Background())
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if s.aln, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+		s.pln.Close()
+		_, _ = cache.Close(context.Background())
+		return nil, fmt.Errorf("admin_listen: %w", err)
+	}
+	return s, nil
+}
+
+// newTransport returns the connection pool to Guacamole, shared by the proxy
+// and the token cache. Environment proxy settings are ignored: guacproxy
+// sits next to Guacamole.
+func newTransport(g config.Guacamole) *http.Transport {
+	return &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: g.Timeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       &tls.Config{RootCAs: g.RootCAs, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:   g.Timeout,
+		ResponseHeaderTimeout: g.RequestTimeout,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// proxyAddr is the address the proxy listens on.
+func (s *server) proxyAddr() string { return s.pln.Addr().String() }
+
+// adminAddr is the address the admin endpoints listen on.
+func (s *server) adminAddr() string { return s.aln.Addr().String() }
+
+// run serves until ctx ends, then shuts down in order: not ready, drain
+// in-flight requests for up to shutdown_grace, revoke every token, stop the
+// admin listener.
+func (s *server) run(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() { errc <- serveOn(s.proxy, s.pln) }()
+	go func() { errc <- serveOn(s.admin, s.aln) }()
+	s.ready.Set(true)
+	s.log.Info("serving", zap.String("listen", s.proxyAddr()),
+		zap.String("admin_listen", s.adminAddr()),
+		zap.String("guacamole", s.cfg.Guacamole.URL),
+		zap.Int("identities", len(s.cfg.Identities)))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		s.log.Info("shutting down", zap.Duration("grace", s.cfg.ShutdownGrace))
+	case runErr = <-errc:
+		s.log.Error("listener failed", zap.Error(runErr))
+	}
+	s.ready.Set(false)
+
+	// A fresh context: the one that ended is what asked us to stop.
+	drainCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	if err := s.proxy.Shutdown(drainCtx); err != nil {
+		s.log.Warn("requests still running after the grace period", zap.Error(err))
+		_ = s.proxy.Close()
+	}
+	cancel()
+
+	revokeCtx, cancel := context.WithTimeout(context.Background(), s.revokeBound())
+	st, err := s.cache.Close(revokeCtx)
+	cancel()
+	fields := []zap.Field{zap.Int64("revoked", st.Revoked),
+		zap.Int64("already_gone", st.AlreadyGone), zap.Int64("failed", st.RevokeErrors),
+		zap.Int("not_revoked", st.Live)}
+	if err != nil {
+		s.log.Error("tokens left unrevoked", append(fields, zap.Error(err))...)
+		runErr = errors.Join(runErr, err)
+	} else {
+		s.log.Info("tokens revoked", fields...)
+	}
+
+	adminCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_ = s.admin.Shutdown(adminCtx)
+	cancel()
+	close(s.closed)
+	return runErr
+}
+
+// revokeBound is how long shutdown may spend revoking tokens: each call is
+// bounded by guacamole.timeout, and they run concurrently.
+func (s *server) revokeBound() time.Duration {
+	return 2 * s.cfg.Guacamole.Timeout
+}
+
+func serveOn(srv *http.Server, ln net.Listener) error {
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
