@@ -129,7 +129,7 @@ type readCloser struct {
 func peekErrorType(resp *http.Response) (string, error) {
 	head, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody+1))
 	if err != nil {
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		return "", err
 	}
 	if len(head) > maxErrorBody {

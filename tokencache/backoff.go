@@ -90,7 +90,7 @@ func (b *backoff) fail(name string, err error, now time.Time) time.Duration {
 	d := lo << min(f.count-1, 20)
 	// Jitter only upwards, so the documented minimum holds, and spread
 	// identities that failed together.
-	d += rand.N(d/5 + 1)
+	d += rand.N(d/5 + 1) //nolint:gosec // jitter needs no secrecy
 	d = min(d, hi)
 	f.until, f.cause = now.Add(d), err
 	return d

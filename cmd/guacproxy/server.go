@@ -90,12 +90,13 @@ func newServer(cfg *config.Config, logger *zap.Logger) (*server, error) {
 		ErrorLog:          zap.NewStdLog(s.log),
 	}
 
-	if s.pln, err = net.Listen("tcp", cfg.Listen); err != nil {
+	var lc net.ListenConfig
+	if s.pln, err = lc.Listen(context.Background(), "tcp", cfg.Listen); err != nil {
 		_, _ = cache.Close(context.Background())
 		return nil, fmt.Errorf("listen: %w", err)
 	}
-	if s.aln, err = net.Listen("tcp", cfg.AdminListen); err != nil {
-		s.pln.Close()
+	if s.aln, err = lc.Listen(context.Background(), "tcp", cfg.AdminListen); err != nil {
+		_ = s.pln.Close()
 		_, _ = cache.Close(context.Background())
 		return nil, fmt.Errorf("admin_listen: %w", err)
 	}

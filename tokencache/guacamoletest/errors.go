@@ -9,7 +9,7 @@ import (
 // Error types that Guacamole reports in the type field of an APIError.
 const (
 	TypeBadRequest              = "BAD_REQUEST"
-	TypeInvalidCredentials      = "INVALID_CREDENTIALS"
+	TypeInvalidCredentials      = "INVALID_CREDENTIALS" //nolint:gosec // an error type, not a credential
 	TypeInsufficientCredentials = "INSUFFICIENT_CREDENTIALS"
 	TypeInternalError           = "INTERNAL_ERROR"
 	TypeNotFound                = "NOT_FOUND"
@@ -94,7 +94,7 @@ func (rep reply) write(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(rep.status)
 	if r.Method != http.MethodHead && len(rep.body) > 0 {
-		w.Write(rep.body)
+		_, _ = w.Write(rep.body)
 	}
 }
 

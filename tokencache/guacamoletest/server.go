@@ -1,6 +1,7 @@
 package guacamoletest
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"slices"
@@ -150,7 +151,8 @@ func New(opts Options) *Server {
 // listen. Call Close when done.
 func NewServer(opts Options) *Server {
 	s := New(opts)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		panic("guacamoletest: listen on 127.0.0.1: " + err.Error())
 	}
@@ -160,7 +162,7 @@ func NewServer(opts Options) *Server {
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
 	}
-	go s.httpServer.Serve(ln)
+	go func() { _ = s.httpServer.Serve(ln) }() // ends with ErrServerClosed on Close
 	return s
 }
 
@@ -169,7 +171,7 @@ func NewServer(opts Options) *Server {
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		if s.httpServer != nil {
-			s.httpServer.Close()
+			_ = s.httpServer.Close()
 		}
 	})
 }
