@@ -26,9 +26,9 @@ const (
 type Tokens interface {
 	// Token returns a live token for id, logging in if needed.
 	Token(ctx context.Context, id tokencache.Identity) (*tokencache.Token, error)
-	// Refused is told that Guacamole refused t and reports whether t is
-	// dead, in which case the next Token call logs in again.
-	Refused(ctx context.Context, t *tokencache.Token) (bool, error)
+	// Dead asks Guacamole whether t is dead, in which case the next Token
+	// call logs in again.
+	Dead(ctx context.Context, t *tokencache.Token) (bool, error)
 }
 
 // retryTransport sends proxied requests and, when Guacamole refuses the
@@ -61,7 +61,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 
-	dead, err := t.tokens.Refused(req.Context(), c.token)
+	dead, err := t.tokens.Dead(req.Context(), c.token)
 	if err != nil {
 		// Cannot tell: let the client see Guacamole's answer.
 		t.log.Warn("token check failed", zap.String("identity", c.identity.Name),

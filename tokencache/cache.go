@@ -287,22 +287,62 @@ func (c *Cache) remove(t *Token, reason string) {
 	}
 }
 
-// evicted is go-cache's eviction callback. It runs with c.mu held.
+// evicted is go-cache's eviction callback. It runs with c.mu held. A token
+// that open tunnels still use is revoked when the last one closes, since
+// revoking a session closes its tunnels.
 func (c *Cache) evicted(_ string, v any) {
 	t := v.(*Token)
+	t.retired = true
 	c.log.Info("token retired", zap.String("identity", t.identity.Name),
-		zap.String("token_fp", t.fp), zap.String("reason", t.reason))
-	if !c.closed {
+		zap.String("token_fp", t.fp), zap.String("reason", t.reason),
+		zap.Int("open_tunnels", t.leases))
+	if !c.closed && t.leases == 0 {
 		c.revokeAsync(t)
 	}
 }
 
-// Refused is called when Guacamole answered 403 PERMISSION_DENIED to a
-// request made with t. It reports whether t is dead, in which case it has
-// been dropped and the next Token call logs in again; if t is alive, the
-// denial was a real one about permissions. Concurrent calls for the same
-// token share one check.
-func (c *Cache) Refused(ctx context.Context, t *Token) (bool, error) {
+// Lease returns a live token for id, like Token, held for an open tunnel
+// until release is called. A leased token is still retired on time, so new
+// requests get a new token, but it is only revoked once its last lease is
+// released. Call release exactly once.
+func (c *Cache) Lease(ctx context.Context, id Identity) (t *Token, release func(), err error) {
+	for {
+		if t, err = c.Token(ctx, id); err != nil {
+			return nil, nil, err
+		}
+		c.mu.Lock()
+		if !t.retired && !c.closed {
+			t.leases++
+			c.mu.Unlock()
+			return t, func() { c.release(t) }, nil
+		}
+		closed := c.closed
+		c.mu.Unlock()
+		if closed {
+			return nil, nil, errClosed
+		}
+		// Retired between Token and here: take the next one.
+	}
+}
+
+func (c *Cache) release(t *Token) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t.leases--
+	if t.leases == 0 && t.retired && !c.closed {
+		c.log.Info("last tunnel closed", zap.String("identity", t.identity.Name),
+			zap.String("token_fp", t.fp))
+		c.revokeAsync(t)
+	}
+}
+
+// Dead asks Guacamole whether t is still alive and reports whether it is
+// dead, in which case it has been dropped and the next Token call logs in
+// again. Guacamole answers 403 PERMISSION_DENIED both for a dead token and
+// for a real lack of permission, so this is how the two are told apart; a
+// tunnel also checks its token first, since a tunnel cannot be replayed.
+// Concurrent calls for the same token share one check.
+func (c *Cache) Dead(ctx context.Context, t *Token) (bool, error) {
 	if t.dead.Load() {
 		return true, nil
 	}

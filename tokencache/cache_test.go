@@ -44,6 +44,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 var (
 	reporting = Identity{Name: "reporting", Username: "svc-reporting", Password: "reporting-secret-pw"}
+	rotated   = Identity{Name: "reporting", Username: "svc-reporting", Password: "rotated-secret-pw"}
 	tool      = Identity{Name: "tool", Username: "svc-tool", Password: "tool-secret-pw"}
 )
 
@@ -245,7 +246,7 @@ func TestDueTokenIsNotHandedOutBeforeTheSweep(t *testing.T) {
 	}
 }
 
-func TestRefused(t *testing.T) {
+func TestDead(t *testing.T) {
 	tests := []struct {
 		name     string
 		breakTok func(f *fixture, tok *Token)
@@ -263,16 +264,16 @@ func TestRefused(t *testing.T) {
 			tok := f.token(t, reporting)
 			tt.breakTok(f, tok)
 
-			dead, err := f.cache.Refused(context.Background(), tok)
+			dead, err := f.cache.Dead(context.Background(), tok)
 			if err != nil {
-				t.Fatalf("Refused: %v", err)
+				t.Fatalf("Dead: %v", err)
 			}
 			if dead != tt.wantDead {
-				t.Fatalf("Refused = %t; want %t", dead, tt.wantDead)
+				t.Fatalf("Dead = %t; want %t", dead, tt.wantDead)
 			}
 			next := f.token(t, reporting)
 			if (next != tok) != tt.wantDead {
-				t.Errorf("new token after Refused = %t; want %t", next != tok, tt.wantDead)
+				t.Errorf("new token after Dead = %t; want %t", next != tok, tt.wantDead)
 			}
 			f.cache.revokes.Wait()
 			if got := f.cache.Stats().Revoked; got != 0 {
@@ -328,8 +329,6 @@ func TestWrongPasswordBacksOffWithoutTrippingTheBan(t *testing.T) {
 func TestChangedCredentialsReplaceTheToken(t *testing.T) {
 	f := newFixture(t)
 	first := f.token(t, reporting)
-	rotated := reporting
-	rotated.Password = "rotated-secret-pw"
 	f.emu.SetUser(rotated.Username, guacamoletest.User{Password: rotated.Password})
 
 	if got := f.token(t, rotated); got == first {
@@ -384,5 +383,54 @@ func TestCloseCountsTokensAlreadyGone(t *testing.T) {
 	}
 	if st.AlreadyGone != 2 || st.Revoked != 0 {
 		t.Errorf("Close stats: gone=%d revoked=%d; want 2 and 0", st.AlreadyGone, st.Revoked)
+	}
+}
+
+func TestLeasedTokenOutlivesEvictionUntilReleased(t *testing.T) {
+	tests := []struct {
+		name   string
+		retire func(t *testing.T, f *fixture)
+		next   Identity // the identity's account after retire
+	}{
+		{"idle", func(_ *testing.T, f *fixture) { f.clock.Advance(DefaultSessionTimeout) }, reporting},
+		{"max lifetime", func(_ *testing.T, f *fixture) { f.clock.Advance(DefaultMaxLifetime) }, reporting},
+		{"credentials changed", func(t *testing.T, f *fixture) {
+			f.emu.SetUser(rotated.Username, guacamoletest.User{Password: rotated.Password})
+			f.token(t, rotated)
+		}, rotated},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			leased, release, err := f.cache.Lease(context.Background(), reporting)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, release2, err := f.cache.Lease(context.Background(), reporting)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			tt.retire(t, f)
+			f.cache.Sweep()
+			f.cache.revokes.Wait()
+			if got := f.cache.Stats().Revoked; got != 0 {
+				t.Fatalf("revoked with tunnels open = %d; want 0", got)
+			}
+			if next := f.token(t, tt.next); next == leased {
+				t.Fatal("a retired token was handed to a new request")
+			}
+
+			release()
+			f.cache.revokes.Wait()
+			if got := f.cache.Stats().Revoked; got != 0 {
+				t.Fatalf("revoked with one tunnel still open = %d; want 0", got)
+			}
+			release2()
+			f.cache.revokes.Wait()
+			if got := f.cache.Stats().Revoked + f.cache.Stats().AlreadyGone; got != 1 {
+				t.Errorf("revocations after the last tunnel closed = %d; want 1", got)
+			}
+		})
 	}
 }

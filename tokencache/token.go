@@ -27,6 +27,11 @@ type Token struct {
 	dead     atomic.Bool  // Guacamole no longer knows it
 	revoking atomic.Bool  // a revocation was started
 	reason   string       // why it left the cache; written under Cache.mu
+
+	// leases counts the open tunnels using the token, and retired tells
+	// that it left the cache while some were open; both under Cache.mu.
+	leases  int
+	retired bool
 }
 
 func newToken(id Identity, s *Session, now time.Time) *Token {
