@@ -9,9 +9,11 @@ package config
 
 import (
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"os"
 	"time"
 )
@@ -58,9 +60,80 @@ type Config struct {
 	// Log configures logging.
 	Log Log `yaml:"log"`
 
+	// TLS, if set, makes guacproxy serve its listen address over TLS and
+	// lets identities match by client certificate.
+	TLS TLS `yaml:"tls"`
+
+	// TrustedProxies are the CIDRs of front proxies or mesh sidecars whose
+	// identity headers guacproxy believes. Header matchers need at least one.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+
+	// TrustedProxyNets are the parsed TrustedProxies, filled by Validate.
+	TrustedProxyNets []netip.Prefix `yaml:"-" json:"-"`
+
 	// Identities are the service identities guacproxy logs in as. At least
-	// one is required.
+	// one is required. A request is served as the first identity, in this
+	// order, that one of its matchers accepts.
 	Identities []Identity `yaml:"identities"`
+}
+
+// TLS configures inbound TLS on the listen address.
+type TLS struct {
+	// CertFile and KeyFile are guacproxy's PEM certificate chain and key.
+	// Both or neither.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+
+	// ClientCAFile is a PEM bundle of the CAs that sign client
+	// certificates. Certificates are verified when presented; client_cert
+	// matchers need it.
+	ClientCAFile string `yaml:"client_ca_file"`
+
+	// Certificate and ClientCAs are loaded by Validate.
+	Certificate *tls.Certificate `yaml:"-" json:"-"`
+	ClientCAs   *x509.CertPool   `yaml:"-" json:"-"`
+}
+
+// Enabled reports whether guacproxy serves TLS.
+func (t TLS) Enabled() bool { return t.CertFile != "" }
+
+// ClientCertMatch accepts a verified client certificate with any of the
+// listed names.
+type ClientCertMatch struct {
+	// URIs are URI SANs, such as SPIFFE IDs
+	// ("spiffe://cluster.local/ns/tools/sa/reporting").
+	URIs []string `yaml:"uri"`
+	// DNSNames are DNS SANs.
+	DNSNames []string `yaml:"dns"`
+	// CommonNames are subject common names.
+	CommonNames []string `yaml:"cn"`
+}
+
+// Empty reports whether the matcher lists no name.
+func (m ClientCertMatch) Empty() bool {
+	return len(m.URIs) == 0 && len(m.DNSNames) == 0 && len(m.CommonNames) == 0
+}
+
+// HeaderMatch accepts a request whose header, set by a trusted front proxy,
+// has a given value.
+type HeaderMatch struct {
+	// Name is the header, such as X-Service-Identity.
+	Name string `yaml:"name"`
+	// Value is the exact value to accept.
+	Value string `yaml:"value"`
+	// XFCCURI, instead of Value, accepts an Envoy X-Forwarded-Client-Cert
+	// header whose last element has this URI.
+	XFCCURI string `yaml:"xfcc_uri"`
+}
+
+// Rule allows requests with one of Methods to one of Paths.
+type Rule struct {
+	// Methods are HTTP methods; empty means any.
+	Methods []string `yaml:"methods"`
+	// Paths are patterns relative to Guacamole's base URL: "*" stands for
+	// one path segment and "**" for any number of them, as in
+	// "/api/session/data/*/connections/**".
+	Paths []string `yaml:"paths"`
 }
 
 // Guacamole describes the upstream Guacamole server.
@@ -134,6 +207,21 @@ type Identity struct {
 	// Default marks the identity used for requests that carry no key of any
 	// identity. At most one identity may be the default.
 	Default bool `yaml:"default"`
+
+	// ClientCert matches the verified client certificate.
+	ClientCert ClientCertMatch `yaml:"client_cert"`
+
+	// Header matches a header set by a trusted proxy.
+	Header HeaderMatch `yaml:"header"`
+
+	// SourceCIDRs match the address of the TCP peer.
+	SourceCIDRs []string `yaml:"source_cidrs"`
+
+	// SourceNets are the parsed SourceCIDRs, filled by Validate.
+	SourceNets []netip.Prefix `yaml:"-" json:"-"`
+
+	// Allow lists what the identity may do. Empty allows everything.
+	Allow []Rule `yaml:"allow"`
 
 	// Password is the resolved secret. Validate fills it from PasswordFile or
 	// PasswordEnv; it is never read from YAML. A Config built in code may set

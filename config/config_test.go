@@ -179,6 +179,9 @@ func TestExampleFileLoads(t *testing.T) {
 	var defaults Config
 	defaults.ApplyDefaults()
 	c.Guacamole.URL, c.Identities = "", nil
+	if len(c.TrustedProxies) == 0 {
+		c.TrustedProxies = nil // written as [] to document it
+	}
 	if !reflect.DeepEqual(*c, defaults) {
 		t.Errorf("example settings differ from the defaults:\ngot  %+v\nwant %+v", *c, defaults)
 	}
@@ -409,7 +412,7 @@ identities:
 		"identities[0].name",
 		"identities[0].username",
 		"identities[0]",
-		"identities[0].api_keys_sha256",
+		"identities[0]",
 		"identities[1].password_file",
 		"identities[1].api_keys_sha256[1]",
 		"identities[2].name",

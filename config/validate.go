@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -80,6 +81,7 @@ func (r *report) except(decodeErrs Errors) Errors {
 type resolved struct {
 	password string
 	hashes   [][32]byte
+	nets     []netip.Prefix
 }
 
 // validate checks every rule and, only if all pass, stores the resolved
@@ -129,16 +131,27 @@ func (c *Config) validate() *report {
 	checkOneOf(r, "log.level", c.Log.Level, logLevels)
 	checkOneOf(r, "log.format", c.Log.Format, logFormats)
 
+	cert, _ := checkTLS(r, c.TLS)
+	var clientCAs *x509.CertPool
+	if c.TLS.ClientCAFile != "" && c.TLS.CertFile != "" {
+		clientCAs = loadCA(r, "tls.client_ca_file", c.TLS.ClientCAFile)
+	}
+	proxies := checkCIDRs(r, "trusted_proxies", c.TrustedProxies)
+
 	ids := c.checkIdentities(r)
 
 	if len(r.errs) > 0 {
 		return r
 	}
+	c.TLS.Certificate = cert
+	c.TLS.ClientCAs = clientCAs
+	c.TrustedProxyNets = proxies
 	c.Guacamole.URL = base
 	c.Guacamole.RootCAs = pool
 	for i, id := range ids {
 		c.Identities[i].Password = id.password
 		c.Identities[i].APIKeyHashes = id.hashes
+		c.Identities[i].SourceNets = id.nets
 	}
 	return r
 }
@@ -175,10 +188,12 @@ func (c *Config) checkIdentities(r *report) []resolved {
 
 		out[i].password = resolvePassword(r, p, id)
 		out[i].hashes = checkKeys(r, p, id.APIKeysSHA256, keys)
-		if len(id.APIKeysSHA256) == 0 && !id.Default {
-			r.addFrom([]string{p + ".default"}, p+".api_keys_sha256",
-				"required unless default is true, "+
-					"or no request could ever use this identity")
+		out[i].nets = c.checkMatchers(r, p, id)
+		if !recognisable(id) {
+			r.addFrom([]string{p + ".default", p + ".api_keys_sha256", p + ".client_cert",
+				p + ".header", p + ".source_cidrs"}, p,
+				"needs a matcher (api_keys_sha256, client_cert, header or "+
+					"source_cidrs) or default: true, or no request could ever use it")
 		}
 		if id.Default {
 			defaults = append(defaults, p)

@@ -464,9 +464,9 @@ func TestIdentityRules(t *testing.T) {
 				Msg: "must be 64 hexadecimal characters, " +
 					"the SHA-256 of the API key (not the key itself)"}}},
 		{name: "no key, not default", ids: []Identity{id("a", keyA), id("b")},
-			want: []FieldError{{Path: "identities[1].api_keys_sha256",
-				Msg: "required unless default is true, " +
-					"or no request could ever use this identity"}}},
+			want: []FieldError{{Path: "identities[1]",
+				Msg: "needs a matcher (api_keys_sha256, client_cert, header or " +
+					"source_cidrs) or default: true, or no request could ever use it"}}},
 		{name: "no username", ids: []Identity{{Name: "a", Password: "pw", Default: true}},
 			want: []FieldError{{Path: "identities[0].username", Msg: "required"}}},
 		{name: "no password source", ids: []Identity{{Name: "a", Username: "u", Default: true}},
