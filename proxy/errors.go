@@ -70,11 +70,35 @@ func describe(err error) response {
 		le *loginError
 		be *blockedError
 		bo *tokencache.BackoffError
+		de *deniedError
 	)
 	switch {
+	case errors.As(err, &de):
+		return response{status: http.StatusForbidden, typ: "PERMISSION_DENIED", message: de.Error() + "."}
+	case errors.Is(err, errBadLogin):
+		return response{status: http.StatusBadRequest, typ: "BAD_REQUEST",
+			message: "A login must be an application/x-www-form-urlencoded form."}
+	case errors.Is(err, errLoginRefused):
+		// Guacamole's own answer to credentials it does not accept.
+		return response{status: http.StatusForbidden, typ: "INVALID_CREDENTIALS",
+			message: "Permission Denied."}
+	case errors.Is(err, errBadToken):
+		return response{status: http.StatusForbidden, typ: "PERMISSION_DENIED",
+			message: "Permission Denied."}
+	case errors.Is(err, errOtherTunnel):
+		return response{status: http.StatusForbidden, typ: "PERMISSION_DENIED",
+			message: "The tunnel was opened by another identity than the caller's."}
+	case errors.Is(err, errOtherPhantom):
+		return response{status: http.StatusForbidden, typ: "PERMISSION_DENIED",
+			message: "The token was issued to another identity than the caller's."}
+	case errors.Is(err, errNoSuchToken):
+		return response{status: http.StatusNotFound, typ: "NOT_FOUND", message: "No such token."}
 	case errors.Is(err, errUnidentified):
 		return response{status: http.StatusUnauthorized, typ: "PERMISSION_DENIED",
 			message: "guacproxy could not identify the caller: send Authorization: Bearer <api key>."}
+	case errors.Is(err, errConnectTooLarge):
+		return response{status: http.StatusRequestEntityTooLarge, typ: "BAD_REQUEST",
+			message: "The tunnel connect request is too large."}
 	case errors.As(err, &be):
 		return response{status: http.StatusForbidden, typ: "PERMISSION_DENIED", message: be.msg}
 	case errors.As(err, &bo):
@@ -125,12 +149,12 @@ func isTimeout(err error) bool {
 func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		p.log.Debug("client left", zap.String("method", r.Method),
-			zap.String("path", r.URL.Path))
+			zap.String("path", logPath(r)))
 		return
 	}
 	resp := describe(err)
 	p.log.Warn("request failed", zap.String("method", r.Method),
-		zap.String("path", r.URL.Path), zap.Int("status", resp.status), zap.Error(err))
+		zap.String("path", logPath(r)), zap.Int("status", resp.status), zap.Error(err))
 
 	h := w.Header()
 	if resp.retryAfter > 0 {
@@ -161,6 +185,16 @@ func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	_, _ = w.Write(body)
 }
 
+// logPath returns the path of r for logs. The query is never logged, since
+// tunnel URLs carry tokens there, and a token in the path of a revocation
+// is redacted.
+func logPath(r *http.Request) string {
+	if rest, ok := strings.CutPrefix(r.URL.Path, "/api/tokens/"); ok && rest != "" {
+		return "/api/tokens/REDACTED"
+	}
+	return r.URL.Path
+}
+
 func isTunnelPath(path string) bool {
 	return strings.HasSuffix(path, "/websocket-tunnel") || strings.HasSuffix(path, "/tunnel")
 }
@@ -169,6 +203,10 @@ func isTunnelPath(path string) bool {
 // that tunnel clients expect in Guacamole-Status-Code.
 func tunnelStatus(httpStatus int) int {
 	switch httpStatus {
+	case http.StatusBadRequest:
+		return 0x0300 // CLIENT_BAD_REQUEST
+	case http.StatusRequestEntityTooLarge:
+		return 0x030D // CLIENT_OVERRUN
 	case http.StatusUnauthorized:
 		return 0x0301 // CLIENT_UNAUTHORIZED
 	case http.StatusForbidden:

@@ -3,15 +3,19 @@ package proxy
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/guacproxy/guacproxy/tokencache"
 )
 
-// Identity is a configured service identity: its Guacamole account and how a
-// caller is recognised as it.
+// Identity is a configured service identity: its Guacamole account, how a
+// caller is recognised as it, and what it may do.
 type Identity struct {
 	tokencache.Identity
 	// APIKeyHashes are SHA-256 sums of the API keys a caller may present as
@@ -19,23 +23,124 @@ type Identity struct {
 	APIKeyHashes [][32]byte
 	// Default makes this the identity of callers that match no other.
 	Default bool
+	// ClientCert matches a verified client certificate by name.
+	ClientCert CertMatch
+	// Header matches a header set by a trusted proxy.
+	Header HeaderMatch
+	// SourceNets match the TCP peer's address.
+	SourceNets []netip.Prefix
+	// Allow lists the requests the identity may make; empty allows all.
+	Allow []Rule
+
+	policy policy
+}
+
+// CertMatch accepts a client certificate carrying any of the names.
+type CertMatch struct {
+	URIs        []string
+	DNSNames    []string
+	CommonNames []string
+}
+
+func (m CertMatch) empty() bool {
+	return len(m.URIs) == 0 && len(m.DNSNames) == 0 && len(m.CommonNames) == 0
+}
+
+func (m CertMatch) matches(cert *x509.Certificate) bool {
+	for _, u := range cert.URIs {
+		if slices.Contains(m.URIs, u.String()) {
+			return true
+		}
+	}
+	for _, d := range cert.DNSNames {
+		if slices.Contains(m.DNSNames, d) {
+			return true
+		}
+	}
+	return cert.Subject.CommonName != "" && slices.Contains(m.CommonNames, cert.Subject.CommonName)
+}
+
+// HeaderMatch accepts a request whose header Name has Value, or, with
+// XFCCURI, whose Envoy X-Forwarded-Client-Cert header's last element has
+// that URI.
+type HeaderMatch struct {
+	Name    string
+	Value   string
+	XFCCURI string
+}
+
+func (m HeaderMatch) matches(h http.Header) bool {
+	vs := h.Values(m.Name)
+	// A header a proxy set once is trusted; several values mean someone
+	// else added one, and it is not clear which is whose.
+	if len(vs) != 1 {
+		return false
+	}
+	if m.XFCCURI != "" {
+		return xfccURI(vs[0]) == m.XFCCURI
+	}
+	return vs[0] == m.Value
+}
+
+// xfccURI returns the URI of the last element of an Envoy
+// X-Forwarded-Client-Cert header: the certificate of the client that
+// connected to the nearest proxy, which each proxy appends.
+func xfccURI(v string) string {
+	elems := splitQuoted(v, ',')
+	if len(elems) == 0 {
+		return ""
+	}
+	for _, kv := range splitQuoted(elems[len(elems)-1], ';') {
+		k, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if ok && strings.EqualFold(k, "URI") {
+			return strings.Trim(val, `"`)
+		}
+	}
+	return ""
+}
+
+// splitQuoted splits s at sep outside double quotes.
+func splitQuoted(s string, sep byte) []string {
+	var out []string
+	quoted, start := false, 0
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\\' && quoted:
+			i++
+		case s[i] == '"':
+			quoted = !quoted
+		case s[i] == sep && !quoted:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
 }
 
 // identities resolves which identity a request comes from.
 type identities struct {
-	byKey map[[32]byte]*Identity
-	def   *Identity
+	all     []*Identity
+	byKey   map[[32]byte]int // API key hash -> index in all
+	matched []int            // indexes of identities with non-key matchers
+	def     *Identity
+	trusted []netip.Prefix
+	// headers are the names of identity headers: removed from every
+	// forwarded request, believed only from trusted proxies.
+	headers []string
 }
 
-func newIdentities(ids []Identity) (*identities, error) {
-	r := &identities{byKey: make(map[[32]byte]*Identity)}
+func newIdentities(ids []Identity, trusted []netip.Prefix) (*identities, error) {
+	r := &identities{byKey: make(map[[32]byte]int), trusted: trusted}
 	for i := range ids {
-		id := &ids[i]
+		id := new(Identity)
+		*id = ids[i]
+		id.policy = compilePolicy(id.Allow)
+		r.all = append(r.all, id)
 		for _, h := range id.APIKeyHashes {
 			if other, dup := r.byKey[h]; dup {
-				return nil, fmt.Errorf("identities %q and %q share an API key", other.Name, id.Name)
+				return nil, fmt.Errorf("identities %q and %q share an API key", ids[other].Name, id.Name)
 			}
-			r.byKey[h] = id
+			r.byKey[h] = i
 		}
 		if id.Default {
 			if r.def != nil {
@@ -43,20 +148,99 @@ func newIdentities(ids []Identity) (*identities, error) {
 			}
 			r.def = id
 		}
+		if id.Header.Name != "" {
+			if len(trusted) == 0 {
+				return nil, fmt.Errorf("identity %q has a header matcher but no proxy is trusted", id.Name)
+			}
+			name := http.CanonicalHeaderKey(id.Header.Name)
+			if !slices.Contains(r.headers, name) {
+				r.headers = append(r.headers, name)
+			}
+		}
+		if !id.ClientCert.empty() || id.Header.Name != "" || len(id.SourceNets) > 0 {
+			r.matched = append(r.matched, i)
+		}
 	}
 	return r, nil
 }
 
-// resolve returns the identity of r, or nil. The key is looked up by its
-// SHA-256: a lookup's timing can only tell a caller about the hash of the key
-// it sent, which it can compute itself, so no comparison of secrets leaks.
-func (ids *identities) resolve(r *http.Request) *Identity {
+// explicit returns the first identity, in configured order, that one of its
+// matchers accepts, or nil. The default identity is not considered.
+//
+// API keys are looked up by their SHA-256: a lookup's timing can only tell a
+// caller about the hash of the key it sent, which it can compute itself, so
+// no comparison of secrets leaks.
+func (ids *identities) explicit(r *http.Request) *Identity {
+	keyIdx := len(ids.all)
 	if key, ok := bearer(r.Header.Get("Authorization")); ok {
-		if id := ids.byKey[sha256.Sum256([]byte(key))]; id != nil {
-			return id
+		if i, ok := ids.byKey[sha256.Sum256([]byte(key))]; ok {
+			keyIdx = i
 		}
 	}
-	return ids.def
+	if len(ids.matched) > 0 && ids.matched[0] < keyIdx {
+		peer := peerAddr(r)
+		trusted := containsAddr(ids.trusted, peer)
+		for _, i := range ids.matched {
+			if i >= keyIdx {
+				break
+			}
+			if ids.all[i].matches(r, peer, trusted) {
+				return ids.all[i]
+			}
+		}
+	}
+	if keyIdx < len(ids.all) {
+		return ids.all[keyIdx]
+	}
+	return nil
+}
+
+// byAPIKey returns the identity whose API key is key, or nil.
+func (ids *identities) byAPIKey(key string) *Identity {
+	if i, ok := ids.byKey[sha256.Sum256([]byte(key))]; ok {
+		return ids.all[i]
+	}
+	return nil
+}
+
+func (id *Identity) matches(r *http.Request, peer netip.Addr, trusted bool) bool {
+	if !id.ClientCert.empty() && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 &&
+		id.ClientCert.matches(r.TLS.VerifiedChains[0][0]) {
+		return true
+	}
+	if trusted && id.Header.Name != "" && id.Header.matches(r.Header) {
+		return true
+	}
+	return containsAddr(id.SourceNets, peer)
+}
+
+// stripHeaders removes the identity headers from h: they are meant for
+// guacproxy only, and from an untrusted peer they may be forged.
+func (ids *identities) stripHeaders(h http.Header) {
+	for _, name := range ids.headers {
+		delete(h, name)
+	}
+}
+
+func peerAddr(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	addr, _ := netip.ParseAddr(host)
+	return addr.Unmap()
+}
+
+func containsAddr(nets []netip.Prefix, addr netip.Addr) bool {
+	if !addr.IsValid() {
+		return false
+	}
+	for _, n := range nets {
+		if n.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // bearer extracts the credentials of an "Authorization: Bearer" header.
@@ -70,10 +254,23 @@ func bearer(h string) (string, bool) {
 
 type ctxKey struct{}
 
+// callKind tells where a forwarded request wants its token.
+type callKind int
+
+const (
+	restCall        callKind = iota // Guacamole-Token header
+	tunnelWebSocket                 // token query parameter
+	tunnelHTTP                      // token in the connect form body
+)
+
 // call is what the handler learned about a request before forwarding it.
 type call struct {
 	identity *Identity
 	token    *tokencache.Token
+	kind     callKind
+	// tunnelToken is the Guacamole-Tunnel-Token of an HTTP tunnel that
+	// Guacamole opened for this call.
+	tunnelToken string
 }
 
 func withCall(ctx context.Context, c *call) context.Context {

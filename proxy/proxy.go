@@ -5,9 +5,11 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"time"
 
@@ -26,19 +28,27 @@ type Options struct {
 	Transport http.RoundTripper
 	// Tokens hands out the identities' tokens. Required.
 	Tokens Tokens
-	// Identities are the service identities callers may be recognised as.
+	// Identities are the service identities callers may be recognised as,
+	// in order: a request is served as the first one that matches.
 	Identities []Identity
+	// TrustedProxies are the peers whose identity headers are believed.
+	TrustedProxies []netip.Prefix
+	// PhantomIdle is how long a token handed out by login emulation lives
+	// unused. If zero, 60 minutes, Guacamole's default session timeout.
+	PhantomIdle time.Duration
 	// Logger receives the proxy's logs. If nil, nothing is logged.
 	Logger *zap.Logger
 }
 
 // Proxy forwards identified callers' requests to Guacamole.
 type Proxy struct {
-	ids    *identities
-	tokens Tokens
-	rp     *httputil.ReverseProxy
-	router *mux.Router
-	log    *zap.Logger
+	ids      *identities
+	tokens   Tokens
+	rp       *httputil.ReverseProxy
+	router   *mux.Router
+	tunnels  *tunnels
+	phantoms *phantoms
+	log      *zap.Logger
 }
 
 // New returns a Proxy. It fails if the identities are ambiguous.
@@ -52,37 +62,45 @@ func New(opts Options) (*Proxy, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	ids, err := newIdentities(opts.Identities)
+	if opts.PhantomIdle <= 0 {
+		opts.PhantomIdle = 60 * time.Minute
+	}
+	ids, err := newIdentities(opts.Identities, opts.TrustedProxies)
 	if err != nil {
 		return nil, err
 	}
 
 	p := &Proxy{ids: ids, tokens: opts.Tokens, log: opts.Logger.Named("proxy")}
+	p.tunnels = newTunnels(p.log)
+	p.phantoms = newPhantoms(opts.PhantomIdle)
 	upstream := *opts.Upstream
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(&upstream)
 			pr.SetXForwarded()
 			stripClientCredentials(pr.Out.Header, pr.Out.URL)
-			if c := callFrom(pr.In.Context()); c != nil {
-				pr.Out.Header.Set(tokenHeader, c.token.Value())
-			}
+			ids.stripHeaders(pr.Out.Header)
+			injectToken(pr.Out, callFrom(pr.In.Context()))
 		},
-		Transport:    &retryTransport{base: opts.Transport, tokens: opts.Tokens, log: p.log},
-		ErrorHandler: p.writeError,
-		ErrorLog:     zap.NewStdLog(p.log.WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))),
+		ModifyResponse: rememberTunnel,
+		Transport:      &retryTransport{base: opts.Transport, tokens: opts.Tokens, log: p.log},
+		ErrorHandler:   p.writeError,
+		ErrorLog:       zap.NewStdLog(p.log.WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))),
 	}
 
 	r := mux.NewRouter()
-	// Logins and logouts are guacproxy's own business: a client must not
-	// mint real tokens with its own credentials through guacproxy, nor
-	// revoke the token guacproxy injects (DELETE /api/session revokes
-	// whatever token comes with it).
+	// Logins and logouts are guacproxy's own business: a client never mints
+	// real tokens with its own credentials through guacproxy, nor revokes
+	// the token guacproxy injects (DELETE /api/session revokes whatever
+	// token comes with it). They are emulated with phantom tokens instead.
+	r.Path("/api/tokens").Methods(http.MethodPost).HandlerFunc(p.login)
+	r.Path("/api/tokens/{token}").Methods(http.MethodDelete).HandlerFunc(p.logout)
 	r.PathPrefix("/api/tokens").Handler(p.refuse(
-		"guacproxy logs in to Guacamole itself: call the API without logging in or out."))
-	r.Path("/api/session").Methods(http.MethodDelete).Handler(p.refuse(
-		"guacproxy manages the Guacamole session: it cannot be ended by a client."))
-	r.PathPrefix("/").Handler(http.HandlerFunc(p.forward))
+		"guacproxy logs in to Guacamole itself: only POST /api/tokens and DELETE /api/tokens/{token} are answered."))
+	r.Path("/api/session").Methods(http.MethodDelete).HandlerFunc(p.endSession)
+	r.Path("/websocket-tunnel").HandlerFunc(p.websocketTunnel)
+	r.Path("/tunnel").HandlerFunc(p.httpTunnel)
+	r.PathPrefix("/").HandlerFunc(p.forward)
 	p.router = r
 	return p, nil
 }
@@ -96,9 +114,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // request to the reverse proxy.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	id := p.ids.resolve(r)
-	if id == nil {
-		p.writeError(w, r, errUnidentified)
+	id, err := p.identify(r, presentedToken(r))
+	if err == nil {
+		err = p.authorize(id, r)
+	}
+	if err != nil {
+		p.writeError(w, r, err)
 		return
 	}
 	tok, err := p.tokens.Token(r.Context(), id.Identity)
@@ -112,11 +133,61 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		p.rp.ServeHTTP(sw, r.WithContext(withCall(r.Context(), c)))
 		ce.Write(zap.String("identity", id.Name), zap.String("method", r.Method),
-			zap.String("path", r.URL.Path), zap.Int("status", sw.status),
+			zap.String("path", logPath(r)), zap.Int("status", sw.status),
 			zap.String("token_fp", c.token.Fingerprint()), zap.Duration("duration", time.Since(start)))
 		return
 	}
 	p.rp.ServeHTTP(w, r.WithContext(withCall(r.Context(), c)))
+}
+
+// injectToken puts the token of c where Guacamole reads it for c's kind of
+// request. Requests without a call (HTTP tunnel reads and writes) get none.
+func injectToken(out *http.Request, c *call) {
+	if c == nil {
+		return
+	}
+	switch c.kind {
+	case restCall:
+		out.Header.Set(tokenHeader, c.token.Value())
+	case tunnelWebSocket:
+		// First, since Guacamole takes the first token parameter.
+		q := "token=" + url.QueryEscape(c.token.Value())
+		if out.URL.RawQuery != "" {
+			q += "&" + out.URL.RawQuery
+		}
+		out.URL.RawQuery = q
+	case tunnelHTTP:
+		// The connect handler rewrote the body already.
+	}
+}
+
+// rememberTunnel notes the Guacamole-Tunnel-Token of an HTTP tunnel that
+// Guacamole opened, so that guacproxy can tell when it is in use.
+func rememberTunnel(resp *http.Response) error {
+	c := callFrom(resp.Request.Context())
+	if c != nil && c.kind == tunnelHTTP && resp.StatusCode == http.StatusOK {
+		c.tunnelToken = resp.Header.Get(tunnelTokenHeader)
+	}
+	return nil
+}
+
+// OpenTunnels returns the number of open tunnels of each identity.
+func (p *Proxy) OpenTunnels() map[string]int { return p.tunnels.Open() }
+
+// WaitTunnels blocks until every tunnel has closed or ctx ends. Call it
+// after http.Server.Shutdown, which does not wait for WebSocket tunnels.
+func (p *Proxy) WaitTunnels(ctx context.Context) error { return p.tunnels.wait(ctx) }
+
+// CloseTunnels closes every open tunnel and releases its token.
+func (p *Proxy) CloseTunnels() { p.tunnels.closeAll() }
+
+// Sweep forgets HTTP tunnels that have not been read for a minute,
+// releasing their tokens, and phantom tokens past their idle time. The
+// owner calls it periodically.
+func (p *Proxy) Sweep() {
+	now := time.Now()
+	p.tunnels.sweep(now)
+	p.phantoms.sweep(now)
 }
 
 func (p *Proxy) refuse(msg string) http.Handler {

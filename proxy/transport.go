@@ -29,6 +29,9 @@ type Tokens interface {
 	// Dead asks Guacamole whether t is dead, in which case the next Token
 	// call logs in again.
 	Dead(ctx context.Context, t *tokencache.Token) (bool, error)
+	// Lease is Token for a tunnel: the token is not revoked until release
+	// is called, since revoking a session closes its tunnels.
+	Lease(ctx context.Context, id tokencache.Identity) (t *tokencache.Token, release func(), err error)
 }
 
 // retryTransport sends proxied requests and, when Guacamole refuses the
@@ -44,7 +47,8 @@ type retryTransport struct {
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	c := callFrom(req.Context())
-	if c == nil {
+	if c == nil || c.kind != restCall {
+		// Tunnels are checked before they open and cannot be replayed.
 		return t.base.RoundTrip(req)
 	}
 	req, replayable, err := bufferBody(req)

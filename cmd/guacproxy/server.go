@@ -23,20 +23,25 @@ const (
 	readHeaderTimeout = 10 * time.Second
 	idleTimeout       = 2 * time.Minute
 	maxHeaderBytes    = 64 << 10
+
+	// tunnelSweepInterval is how often HTTP tunnels that stopped reading
+	// are looked for.
+	tunnelSweepInterval = 15 * time.Second
 )
 
 // server is one running guacproxy: the proxy and admin listeners and the
 // token cache behind them.
 type server struct {
-	cfg    *config.Config
-	log    *zap.Logger
-	cache  *tokencache.Cache
-	ready  proxy.Readiness
-	proxy  *http.Server
-	admin  *http.Server
-	pln    net.Listener
-	aln    net.Listener
-	closed chan struct{}
+	cfg     *config.Config
+	log     *zap.Logger
+	cache   *tokencache.Cache
+	handler *proxy.Proxy
+	ready   proxy.Readiness
+	proxy   *http.Server
+	admin   *http.Server
+	pln     net.Listener
+	aln     net.Listener
+	closed  chan struct{}
 }
 
 // newServer wires guacproxy from cfg and opens its listeners.
@@ -60,21 +65,31 @@ func newServer(cfg *config.Config, logger *zap.Logger) (*server, error) {
 			Identity:     tokencache.Identity{Name: id.Name, Username: id.Username, Password: id.Password},
 			APIKeyHashes: id.APIKeyHashes,
 			Default:      id.Default,
+			ClientCert: proxy.CertMatch{URIs: id.ClientCert.URIs, DNSNames: id.ClientCert.DNSNames,
+				CommonNames: id.ClientCert.CommonNames},
+			Header:     proxy.HeaderMatch(id.Header),
+			SourceNets: id.SourceNets,
+		}
+		for _, r := range id.Allow {
+			ids[i].Allow = append(ids[i].Allow, proxy.Rule(r))
 		}
 	}
 	p, err := proxy.New(proxy.Options{
-		Upstream:   upstream,
-		Transport:  transport,
-		Tokens:     cache,
-		Identities: ids,
-		Logger:     logger,
+		Upstream:       upstream,
+		Transport:      transport,
+		Tokens:         cache,
+		Identities:     ids,
+		TrustedProxies: cfg.TrustedProxyNets,
+		PhantomIdle:    tokencache.IdleLimit(cfg.Guacamole.SessionTimeout),
+		Logger:         logger,
 	})
 	if err != nil {
 		_, _ = cache.Close(context.Background())
 		return nil, err
 	}
 
-	s := &server{cfg: cfg, log: logger.Named("server"), cache: cache, closed: make(chan struct{})}
+	s := &server{cfg: cfg, log: logger.Named("server"), cache: cache, handler: p,
+		closed: make(chan struct{})}
 	s.proxy = &http.Server{
 		Handler:           p,
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -94,6 +109,9 @@ func newServer(cfg *config.Config, logger *zap.Logger) (*server, error) {
 	if s.pln, err = lc.Listen(context.Background(), "tcp", cfg.Listen); err != nil {
 		_, _ = cache.Close(context.Background())
 		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if cfg.TLS.Enabled() {
+		s.pln = tls.NewListener(s.pln, inboundTLS(cfg.TLS))
 	}
 	if s.aln, err = lc.Listen(context.Background(), "tcp", cfg.AdminListen); err != nil {
 		_ = s.pln.Close()
@@ -120,6 +138,18 @@ func newTransport(g config.Guacamole) *http.Transport {
 	}
 }
 
+// inboundTLS is the TLS configuration of the proxy listener. Client
+// certificates are verified when presented, so that callers recognised
+// another way need none.
+func inboundTLS(t config.TLS) *tls.Config {
+	c := &tls.Config{Certificates: []tls.Certificate{*t.Certificate}, MinVersion: tls.VersionTLS12}
+	if t.ClientCAs != nil {
+		c.ClientCAs = t.ClientCAs
+		c.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return c
+}
+
 // proxyAddr is the address the proxy listens on.
 func (s *server) proxyAddr() string { return s.pln.Addr().String() }
 
@@ -140,20 +170,37 @@ func (s *server) run(ctx context.Context) error {
 		zap.Int("identities", len(s.cfg.Identities)))
 
 	var runErr error
-	select {
-	case <-ctx.Done():
-		s.log.Info("shutting down", zap.Duration("grace", s.cfg.ShutdownGrace))
-	case runErr = <-errc:
-		s.log.Error("listener failed", zap.Error(runErr))
+	sweep := time.NewTicker(tunnelSweepInterval)
+	defer sweep.Stop()
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			s.log.Info("shutting down", zap.Duration("grace", s.cfg.ShutdownGrace),
+				zap.Any("open_tunnels", s.handler.OpenTunnels()))
+			break wait
+		case runErr = <-errc:
+			s.log.Error("listener failed", zap.Error(runErr))
+			break wait
+		case <-sweep.C:
+			s.handler.Sweep()
+		}
 	}
 	s.ready.Set(false)
 
-	// A fresh context: the one that ended is what asked us to stop.
+	// A fresh context: the one that ended is what asked us to stop. Open
+	// tunnels share the grace period with requests; Shutdown does not wait
+	// for WebSocket tunnels, so they are waited for, then closed.
 	drainCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
 	if err := s.proxy.Shutdown(drainCtx); err != nil {
 		s.log.Warn("requests still running after the grace period", zap.Error(err))
 		_ = s.proxy.Close()
 	}
+	if err := s.handler.WaitTunnels(drainCtx); err != nil {
+		s.log.Warn("closing tunnels still open after the grace period",
+			zap.Any("open_tunnels", s.handler.OpenTunnels()))
+	}
+	s.handler.CloseTunnels()
 	cancel()
 
 	revokeCtx, cancel := context.WithTimeout(context.Background(), s.revokeBound())
