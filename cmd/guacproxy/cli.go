@@ -16,8 +16,13 @@ import (
 	"github.com/guacproxy/guacproxy/config"
 )
 
-// version is stamped at build time with -ldflags "-X main.version=…".
-var version = "dev"
+// version, commit and buildDate describe the build. The Dockerfile stamps
+// them with -ldflags "-X main.version=… -X main.commit=… -X main.buildDate=…".
+var (
+	version   = "dev"
+	commit    = "unknown"
+	buildDate = "unknown"
+)
 
 // Exit codes.
 const (
@@ -32,6 +37,8 @@ Usage:
   guacproxy serve --config FILE   run the proxy (FILE may also come from GUACPROXY_CONFIG)
   guacproxy check --config FILE   validate the configuration and exit
   guacproxy demo [--listen ADDR]  run against a built-in Guacamole emulator
+  guacproxy healthcheck [--url URL] [--timeout D]
+                                  exit 0 if /readyz answers 200, 1 otherwise
   guacproxy version               print the version
 `
 
@@ -47,8 +54,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
+	case "healthcheck":
+		return cmdHealthcheck(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
-		fmt.Fprintf(stdout, "guacproxy %s\n", version)
+		fmt.Fprintf(stdout, "guacproxy %s (%s, %s)\n", version, commit, buildDate)
 		return exitOK
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
