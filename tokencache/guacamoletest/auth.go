@@ -204,7 +204,7 @@ func (s *Server) deleteToken(tok string) reply {
 	if _, ok := s.lookupLocked(tok, now, false); !ok {
 		return errNoSuchToken()
 	}
-	delete(s.sessions, tok)
+	s.endSessionLocked(tok, now)
 	s.stats.Revocations++
 	return noContent()
 }
@@ -225,7 +225,7 @@ func (s *Server) sessionRoot(r *http.Request) reply {
 	case http.MethodHead:
 		return noContent()
 	case http.MethodDelete:
-		delete(s.sessions, tok)
+		s.endSessionLocked(tok, now)
 		s.stats.Revocations++
 		return noContent()
 	}

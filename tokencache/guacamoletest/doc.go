@@ -29,6 +29,29 @@
 //     credentials and no parameters at all is ignored by the ban, as the
 //     extension ignores the web UI's first anonymous attempt.
 //
+// Both tunnels are served as Guacamole serves them. GET
+// {base}/websocket-tunnel (subprotocol "guacamole") and POST
+// {base}/tunnel?connect (form-encoded body) read the token only from the
+// first token parameter, never from a header. The WebSocket handshake always
+// succeeds; a refused tunnel is then closed with the WebSocket code of its
+// Guacamole status and the status code as reason (1008 and "769" for a bad
+// token), without any instruction. The HTTP tunnel answers errors with the
+// status and Guacamole-Status-Code and Guacamole-Error-Message headers, and
+// its connect answer carries the Guacamole-Tunnel-Token that reads
+// ({base}/tunnel?read:<uuid>:<n>) and writes ({base}/tunnel?write:<uuid>)
+// must send. Opening or closing a tunnel resets its session's idle timer, a
+// session with an open tunnel never expires, and revoking a token closes
+// every tunnel opened with it (WebSocket close code 1000, reason "0").
+//
+// Once open, a WebSocket tunnel first sends the internal instruction (empty
+// opcode) carrying the tunnel's UUID. Either tunnel then sends size for the
+// default layer (GUAC_WIDTH by GUAC_HEIGHT, or 1024 by 768) and a sync, and
+// a sync after every 5 seconds of silence; sync timestamps come from
+// Options.Clock. Of the client's instructions, the internal ping is echoed,
+// size W,H is answered with size 0,W,H and a sync, and disconnect is
+// answered with disconnect before the tunnel closes; all others are
+// accepted and ignored.
+//
 // The emulator deliberately differs from a real deployment in these ways:
 //
 //   - Idle expiry is decided from Options.Clock whenever a token is used, as
@@ -37,8 +60,10 @@
 //     minute, so a real token may keep working up to about a minute past
 //     its timeout. As in Guacamole, a session counts as expired once it has
 //     been idle for SessionTimeout or longer.
-//   - Tunnels (websocket-tunnel and the HTTP tunnel) are not emulated, so no
-//     session is ever kept alive by an open tunnel.
+//   - Tunnels lead to an emulated remote desktop rather than to guacd: it
+//     answers only a few instructions (see above), and an HTTP tunnel that
+//     has gone 15 seconds without a read or write is closed when the
+//     emulator next looks at its tunnels, by Clock, rather than by a timer.
 //   - The real ban extension uses one setting both as the window in which
 //     failures accumulate and as the length of the ban; Options splits it
 //     into BanWindow and BanDuration. With equal values, as by default, the

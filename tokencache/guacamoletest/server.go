@@ -67,6 +67,9 @@ type Stats struct {
 	Revocations  int // sessions ended by DELETE /api/tokens/{t} or DELETE /api/session
 	LiveSessions int // sessions not yet expired, by Clock
 	Requests     int // every request served
+	OpenTunnels  int // tunnels open now, WebSocket and HTTP alike
+	// TunnelsOpened counts the tunnels ever opened; refused ones are not.
+	TunnelsOpened int
 }
 
 // Server is an emulated Guacamole web application. It implements
@@ -88,6 +91,11 @@ type Server struct {
 	connections map[string]*connection
 	nextConnID  int
 	stats       Stats
+	tunnels     map[string]*tunnel // open tunnels by UUID
+	httpTunnels map[string]*tunnel // open HTTP tunnels by tunnel token
+	tunnelSeq   uint64
+	closed      bool           // Close has begun: no new tunnel handlers
+	handlers    sync.WaitGroup // running tunnel handlers, for Close
 
 	httpServer *http.Server
 	closeOnce  sync.Once
@@ -97,6 +105,7 @@ type Server struct {
 type session struct {
 	username   string
 	lastAccess time.Time
+	tunnels    map[string]*tunnel // open tunnels by UUID; nil if none yet
 }
 
 // New returns a Server that is not listening; use it as an http.Handler.
@@ -141,6 +150,9 @@ func New(opts Options) *Server {
 		users:    users,
 		sessions: make(map[string]*session),
 		failures: make(map[string]*failureRecord),
+
+		tunnels:     make(map[string]*tunnel),
+		httpTunnels: make(map[string]*tunnel),
 	}
 	s.connections, s.nextConnID = sampleConnections()
 	return s
@@ -166,22 +178,34 @@ func NewServer(opts Options) *Server {
 	return s
 }
 
-// Close stops listening and closes every open connection. It is safe to call
-// more than once, and does nothing for a Server made by New.
+// Close stops listening, closes every open connection and every open
+// tunnel, and waits until the tunnels' handlers have returned. Tunnel
+// requests that arrive later are refused with 503. It is safe to call more
+// than once; for a Server made by New it only closes the tunnels.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		if s.httpServer != nil {
 			_ = s.httpServer.Close()
 		}
+		now := s.opts.Clock()
+		s.mu.Lock()
+		s.closed = true
+		s.closeAllTunnelsLocked(now, true)
+		s.mu.Unlock()
+		s.handlers.Wait()
 	})
 }
 
 // Restart loses every session and all ban state, as restarting the web
-// application does. Users, created connections and Stats are kept, since
-// they live outside the web application in a real deployment.
+// application does, and closes every tunnel: WebSocket tunnels with close
+// code 1001 (going away), HTTP tunnels by ending their reads. Users, created
+// connections and Stats are kept, since they live outside the web
+// application in a real deployment.
 func (s *Server) Restart() {
+	now := s.opts.Clock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closeAllTunnelsLocked(now, false)
 	s.sessions = make(map[string]*session)
 	s.failures = make(map[string]*failureRecord)
 }
@@ -195,11 +219,13 @@ func (s *Server) SetUser(name string, u User) {
 }
 
 // ExpireIdle drops every session that has been idle for SessionTimeout or
-// longer by Clock, which is what Guacamole's once-a-minute sweep does.
+// longer by Clock, which is what Guacamole's once-a-minute sweep does. A
+// session with an open tunnel is never dropped.
 func (s *Server) ExpireIdle() {
 	now := s.opts.Clock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.sweepTunnelsLocked(now)
 	for tok, sess := range s.sessions {
 		if s.expired(sess, now) {
 			delete(s.sessions, tok)
@@ -213,6 +239,7 @@ func (s *Server) LiveTokens() []string {
 	now := s.opts.Clock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.sweepTunnelsLocked(now)
 	tokens := make([]string, 0, len(s.sessions))
 	for tok, sess := range s.sessions {
 		if !s.expired(sess, now) {
@@ -228,12 +255,14 @@ func (s *Server) Stats() Stats {
 	now := s.opts.Clock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.sweepTunnelsLocked(now)
 	st := s.stats
 	for _, sess := range s.sessions {
 		if !s.expired(sess, now) {
 			st.LiveSessions++
 		}
 	}
+	st.OpenTunnels = len(s.tunnels)
 	return st
 }
 
@@ -246,6 +275,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.stats.Requests++
 	s.mu.Unlock()
 
+	if rel, ok := s.relPath(r.URL.Path); ok {
+		switch rel {
+		case "/websocket-tunnel":
+			s.serveWebSocketTunnel(w, r)
+			return
+		case "/tunnel":
+			s.serveHTTPTunnel(w, r)
+			return
+		}
+	}
 	s.route(r).write(w, r)
 }
 
@@ -309,9 +348,10 @@ func (s *Server) home(r *http.Request) reply {
 }
 
 // expired reports whether sess has been idle for the session timeout or
-// longer at now. Guacamole's sweep uses the same inclusive comparison.
+// longer at now. Guacamole's sweep uses the same inclusive comparison, and
+// never expires a session with an open tunnel.
 func (s *Server) expired(sess *session, now time.Time) bool {
-	return now.Sub(sess.lastAccess) >= s.opts.SessionTimeout
+	return len(sess.tunnels) == 0 && now.Sub(sess.lastAccess) >= s.opts.SessionTimeout
 }
 
 // lookupLocked returns the live session for tok, dropping it first if it
@@ -321,6 +361,7 @@ func (s *Server) lookupLocked(tok string, now time.Time, touch bool) (*session, 
 	if tok == "" {
 		return nil, false
 	}
+	s.sweepTunnelsLocked(now)
 	sess, ok := s.sessions[tok]
 	if !ok {
 		return nil, false
