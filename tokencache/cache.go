@@ -77,7 +77,59 @@ type Options struct {
 	Clock func() time.Time
 	// Logger receives the cache's logs. If nil, nothing is logged.
 	Logger *zap.Logger
+	// Observer is told what the cache does, for metrics. If nil, nothing
+	// is told.
+	Observer Observer
 }
+
+// Observer is told what a Cache does. Its methods must be fast and safe
+// for concurrent use. Label-like arguments are identity names from the
+// configuration and the fixed result names below, never request data.
+type Observer interface {
+	// Lookup reports a request for a token that was in the cache (hit) or
+	// not.
+	Lookup(hit bool)
+	// Login reports the result of a login: one of LoginOK,
+	// LoginInvalidCredentials, LoginMFARequired, LoginBanned, LoginError.
+	Login(identity, result string)
+	// Revocation reports the result of a revocation: RevokeOK,
+	// RevokeAlreadyGone or RevokeError.
+	Revocation(result string)
+}
+
+// Results reported to an Observer.
+const (
+	LoginOK                 = "ok"
+	LoginInvalidCredentials = "invalid_credentials" //nolint:gosec // a metric label, not a credential
+	LoginMFARequired        = "mfa_required"
+	LoginBanned             = "banned"
+	LoginError              = "error"
+
+	RevokeOK          = "ok"
+	RevokeAlreadyGone = "already_gone"
+	RevokeError       = "error"
+)
+
+// loginResult names the outcome of a login for an Observer.
+func loginResult(err error) string {
+	switch {
+	case err == nil:
+		return LoginOK
+	case errors.Is(err, ErrInvalidCredentials):
+		return LoginInvalidCredentials
+	case errors.Is(err, ErrSecondFactor):
+		return LoginMFARequired
+	case errors.Is(err, ErrBanned):
+		return LoginBanned
+	}
+	return LoginError
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Lookup(bool)          {}
+func (nopObserver) Login(string, string) {}
+func (nopObserver) Revocation(string)    {}
 
 // Stats counts what a Cache has done since it was created.
 type Stats struct {
@@ -98,6 +150,7 @@ type Cache struct {
 	callTimeout time.Duration
 	now         func() time.Time
 	log         *zap.Logger
+	obs         Observer
 
 	store   *gocache.Cache
 	logins  singleflight.Group
@@ -141,6 +194,9 @@ func New(opts Options) *Cache {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
+	}
 
 	c := &Cache{
 		client:      opts.Client,
@@ -149,6 +205,7 @@ func New(opts Options) *Cache {
 		callTimeout: opts.CallTimeout,
 		now:         opts.Clock,
 		log:         opts.Logger.Named("tokencache"),
+		obs:         opts.Observer,
 		// Expiry is decided by the cache (see the package comment), so
 		// go-cache neither expires items nor runs its janitor goroutine.
 		store:     gocache.New(gocache.NoExpiration, 0),
@@ -181,8 +238,10 @@ func (c *Cache) Token(ctx context.Context, id Identity) (*Token, error) {
 	now := c.now()
 	if t := c.current(id, now); t != nil {
 		t.touch(now)
+		c.obs.Lookup(true)
 		return t, nil
 	}
+	c.obs.Lookup(false)
 	if err := c.backoff.wait(id.Name, now); err != nil {
 		return nil, err
 	}
@@ -246,6 +305,7 @@ func (c *Cache) login(id Identity) (*Token, error) {
 	s, err := c.client.Login(ctx, id.Username, id.Password)
 	if err != nil {
 		c.loginFailures.Add(1)
+		c.obs.Login(id.Name, loginResult(err))
 		wait := c.backoff.fail(id.Name, err, c.now())
 		c.log.Warn("login failed", zap.String("identity", id.Name),
 			zap.Duration("retry_in", wait), zap.Error(err))
@@ -253,6 +313,7 @@ func (c *Cache) login(id Identity) (*Token, error) {
 	}
 	c.backoff.succeed(id.Name)
 	c.logins0.Add(1)
+	c.obs.Login(id.Name, LoginOK)
 
 	t := newToken(id, s, c.now())
 	c.mu.Lock()
@@ -430,6 +491,7 @@ func (c *Cache) revoke(ctx context.Context, t *Token) error {
 	}()
 	if t.dead.Load() {
 		c.alreadyGone.Add(1)
+		c.obs.Revocation(RevokeAlreadyGone)
 		return nil
 	}
 
@@ -437,15 +499,18 @@ func (c *Cache) revoke(ctx context.Context, t *Token) error {
 	switch {
 	case err == nil:
 		c.revoked.Add(1)
+		c.obs.Revocation(RevokeOK)
 		c.log.Debug("token revoked", zap.String("identity", t.identity.Name),
 			zap.String("token_fp", t.fp))
 	case errors.Is(err, ErrNotFound):
 		c.alreadyGone.Add(1)
+		c.obs.Revocation(RevokeAlreadyGone)
 		c.log.Debug("token already gone", zap.String("identity", t.identity.Name),
 			zap.String("token_fp", t.fp))
 		err = nil
 	default:
 		c.revokeErrors.Add(1)
+		c.obs.Revocation(RevokeError)
 		c.log.Warn("revoke failed", zap.String("identity", t.identity.Name),
 			zap.String("token_fp", t.fp), zap.Error(err))
 	}
