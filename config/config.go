@@ -179,6 +179,11 @@ type Log struct {
 
 	// Format is json or console. Default DefaultLogFormat.
 	Format string `yaml:"format"`
+
+	// Audit writes one line per request (identity, method, path, status,
+	// duration, bytes, request id), whatever Level says. Default true
+	// (ApplyDefaults treats false as unset, so set false after calling it).
+	Audit bool `yaml:"audit"`
 }
 
 // Identity is a service identity: a Guacamole account that guacproxy logs in
@@ -266,6 +271,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&c.ShutdownGrace, DefaultShutdownGrace)
 	setDefault(&c.Log.Level, DefaultLogLevel)
 	setDefault(&c.Log.Format, DefaultLogFormat)
+	setDefault(&c.Log.Audit, true)
 }
 
 func setDefault[T comparable](field *T, def T) {

@@ -18,9 +18,13 @@ func (r *Readiness) Set(ready bool) { r.ready.Store(ready) }
 func (r *Readiness) Ready() bool { return r.ready.Load() }
 
 // AdminHandler serves the admin listener: /healthz answers 200 while the
-// process runs, /readyz 200 only while ready is set.
-func AdminHandler(ready *Readiness) http.Handler {
+// process runs, /readyz 200 only while ready is set, and /metrics serves
+// metrics if it is not nil.
+func AdminHandler(ready *Readiness, metrics http.Handler) http.Handler {
 	r := mux.NewRouter()
+	if metrics != nil {
+		r.Path("/metrics").Methods(http.MethodGet).Handler(metrics)
+	}
 	r.Path("/healthz").Methods(http.MethodGet, http.MethodHead).HandlerFunc(
 		func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
@@ -250,34 +249,4 @@ func bearer(h string) (string, bool) {
 		return "", false
 	}
 	return strings.TrimSpace(h[len(scheme):]), true
-}
-
-type ctxKey struct{}
-
-// callKind tells where a forwarded request wants its token.
-type callKind int
-
-const (
-	restCall        callKind = iota // Guacamole-Token header
-	tunnelWebSocket                 // token query parameter
-	tunnelHTTP                      // token in the connect form body
-)
-
-// call is what the handler learned about a request before forwarding it.
-type call struct {
-	identity *Identity
-	token    *tokencache.Token
-	kind     callKind
-	// tunnelToken is the Guacamole-Tunnel-Token of an HTTP tunnel that
-	// Guacamole opened for this call.
-	tunnelToken string
-}
-
-func withCall(ctx context.Context, c *call) context.Context {
-	return context.WithValue(ctx, ctxKey{}, c)
-}
-
-func callFrom(ctx context.Context) *call {
-	c, _ := ctx.Value(ctxKey{}).(*call)
-	return c
 }

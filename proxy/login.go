@@ -197,6 +197,7 @@ func (p *Proxy) login(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Proxy) answerLogin(w http.ResponseWriter, r *http.Request, id *Identity, phantom string) {
+	exchangeFrom(r.Context()).identity = id
 	tok, err := p.tokens.Token(r.Context(), id.Identity)
 	if err != nil {
 		p.writeError(w, r, &loginError{identity: id.Name, err: err})

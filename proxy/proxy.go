@@ -11,11 +11,14 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/guacproxy/guacproxy/proxy/metrics"
 )
 
 // Options configure a Proxy.
@@ -38,6 +41,11 @@ type Options struct {
 	PhantomIdle time.Duration
 	// Logger receives the proxy's logs. If nil, nothing is logged.
 	Logger *zap.Logger
+	// AuditLogger, if set, receives one line per request: who, what, the
+	// outcome, never a token or query string.
+	AuditLogger *zap.Logger
+	// Metrics, if set, records request, login and tunnel metrics.
+	Metrics *metrics.Metrics
 }
 
 // Proxy forwards identified callers' requests to Guacamole.
@@ -48,7 +56,12 @@ type Proxy struct {
 	router   *mux.Router
 	tunnels  *tunnels
 	phantoms *phantoms
-	log      *zap.Logger
+	audit    *zap.Logger
+	metrics  *metrics.Metrics
+
+	reqPrefix string
+	reqSeq    atomic.Uint64
+	log       *zap.Logger
 }
 
 // New returns a Proxy. It fails if the identities are ambiguous.
@@ -70,8 +83,12 @@ func New(opts Options) (*Proxy, error) {
 		return nil, err
 	}
 
-	p := &Proxy{ids: ids, tokens: opts.Tokens, log: opts.Logger.Named("proxy")}
-	p.tunnels = newTunnels(p.log)
+	p := &Proxy{ids: ids, tokens: opts.Tokens, log: opts.Logger.Named("proxy"),
+		metrics: opts.Metrics, reqPrefix: newRequestIDPrefix()}
+	if opts.AuditLogger != nil {
+		p.audit = opts.AuditLogger.Named("audit")
+	}
+	p.tunnels = newTunnels(p.metrics)
 	p.phantoms = newPhantoms(opts.PhantomIdle)
 	upstream := *opts.Upstream
 	p.rp = &httputil.ReverseProxy{
@@ -80,12 +97,13 @@ func New(opts Options) (*Proxy, error) {
 			pr.SetXForwarded()
 			stripClientCredentials(pr.Out.Header, pr.Out.URL)
 			ids.stripHeaders(pr.Out.Header)
-			injectToken(pr.Out, callFrom(pr.In.Context()))
+			injectToken(pr.Out, exchangeFrom(pr.In.Context()))
 		},
 		ModifyResponse: rememberTunnel,
-		Transport:      &retryTransport{base: opts.Transport, tokens: opts.Tokens, log: p.log},
-		ErrorHandler:   p.writeError,
-		ErrorLog:       zap.NewStdLog(p.log.WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))),
+		Transport: &retryTransport{base: timedTransport{opts.Transport, opts.Metrics},
+			tokens: opts.Tokens, log: p.log},
+		ErrorHandler: p.writeError,
+		ErrorLog:     zap.NewStdLog(p.log.WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))),
 	}
 
 	r := mux.NewRouter()
@@ -105,17 +123,13 @@ func New(opts Options) (*Proxy, error) {
 	return p, nil
 }
 
-// ServeHTTP routes r.
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p.router.ServeHTTP(w, r)
-}
-
 // forward identifies the caller, gets its identity's token and hands the
 // request to the reverse proxy.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
+	ex := exchangeFrom(r.Context())
 	id, err := p.identify(r, presentedToken(r))
 	if err == nil {
+		ex.identity = id
 		err = p.authorize(id, r)
 	}
 	if err != nil {
@@ -127,23 +141,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		p.writeError(w, r, &loginError{identity: id.Name, err: err})
 		return
 	}
-
-	c := &call{identity: id, token: tok}
-	if ce := p.log.Check(zapcore.DebugLevel, "request"); ce != nil {
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		p.rp.ServeHTTP(sw, r.WithContext(withCall(r.Context(), c)))
-		ce.Write(zap.String("identity", id.Name), zap.String("method", r.Method),
-			zap.String("path", logPath(r)), zap.Int("status", sw.status),
-			zap.String("token_fp", c.token.Fingerprint()), zap.Duration("duration", time.Since(start)))
-		return
-	}
-	p.rp.ServeHTTP(w, r.WithContext(withCall(r.Context(), c)))
+	ex.token, ex.kind = tok, restCall
+	p.rp.ServeHTTP(w, r)
 }
 
 // injectToken puts the token of c where Guacamole reads it for c's kind of
-// request. Requests without a call (HTTP tunnel reads and writes) get none.
-func injectToken(out *http.Request, c *call) {
-	if c == nil {
+// request. Requests without a token (HTTP tunnel reads and writes) get none.
+func injectToken(out *http.Request, c *exchange) {
+	if c == nil || c.token == nil {
 		return
 	}
 	switch c.kind {
@@ -164,7 +169,7 @@ func injectToken(out *http.Request, c *call) {
 // rememberTunnel notes the Guacamole-Tunnel-Token of an HTTP tunnel that
 // Guacamole opened, so that guacproxy can tell when it is in use.
 func rememberTunnel(resp *http.Response) error {
-	c := callFrom(resp.Request.Context())
+	c := exchangeFrom(resp.Request.Context())
 	if c != nil && c.kind == tunnelHTTP && resp.StatusCode == http.StatusOK {
 		c.tunnelToken = resp.Header.Get(tunnelTokenHeader)
 	}
@@ -195,18 +200,3 @@ func (p *Proxy) refuse(msg string) http.Handler {
 		p.writeError(w, r, &blockedError{msg: msg})
 	})
 }
-
-// statusWriter remembers the status written, for the debug log.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	w.status = code
-	w.ResponseWriter.WriteHeader(code)
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer (flushes
-// and hijacks).
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

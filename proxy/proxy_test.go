@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/guacproxy/guacproxy/proxy/metrics"
 	"github.com/guacproxy/guacproxy/tokencache"
 	"github.com/guacproxy/guacproxy/tokencache/guacamoletest"
 )
@@ -129,6 +130,7 @@ type env struct {
 	emu   *guacamoletest.Server
 	seen  *seen
 	cache *tokencache.Cache
+	proxy *Proxy
 	front *httptest.Server
 }
 
@@ -139,6 +141,9 @@ type envOptions struct {
 	upstream   string // overrides the emulator's URL
 	trusted    []netip.Prefix
 	tls        *tls.Config // serve the proxy over TLS with this config
+	audit      *zap.Logger
+	metrics    *metrics.Metrics
+	clock      func() time.Time // the token cache's clock
 }
 
 // newEnv runs the emulator, a token cache, and the proxy behind a real HTTP
@@ -174,6 +179,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 		Client:      tokencache.NewClient(e.emu.URL, &http.Client{Transport: transport}),
 		CallTimeout: 2 * time.Second,
 		Logger:      testLogger(),
+		Observer:    o.metrics,
+		Clock:       o.clock,
 	})
 	t.Cleanup(func() {
 		_, _ = e.cache.Close(context.Background())
@@ -184,10 +191,12 @@ func newEnv(t *testing.T, o envOptions) *env {
 
 	u, _ := url.Parse(base)
 	p, err := New(Options{Upstream: u, Transport: transport, Tokens: e.cache,
-		Identities: o.identities, TrustedProxies: o.trusted, Logger: testLogger()})
+		Identities: o.identities, TrustedProxies: o.trusted, Logger: testLogger(),
+		AuditLogger: o.audit, Metrics: o.metrics})
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.proxy = p
 	e.front = httptest.NewUnstartedServer(p)
 	if o.tls != nil {
 		e.front.TLS = o.tls
@@ -603,7 +612,7 @@ func TestTunnelErrorsUseHeaders(t *testing.T) {
 
 func TestAdminHandler(t *testing.T) {
 	var ready Readiness
-	srv := httptest.NewServer(AdminHandler(&ready))
+	srv := httptest.NewServer(AdminHandler(&ready, nil))
 	t.Cleanup(srv.Close)
 	get := func(path string) int {
 		resp, err := srv.Client().Get(srv.URL + path)

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/guacproxy/guacproxy/proxy/metrics"
 	"github.com/guacproxy/guacproxy/tokencache"
 )
 
@@ -46,8 +48,8 @@ type retryTransport struct {
 }
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	c := callFrom(req.Context())
-	if c == nil || c.kind != restCall {
+	c := exchangeFrom(req.Context())
+	if c == nil || c.token == nil || c.kind != restCall {
 		// Tunnels are checked before they open and cannot be replayed.
 		return t.base.RoundTrip(req)
 	}
@@ -94,6 +96,19 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		zap.String("token_fp", tok.Fingerprint()))
 	c.token = tok
 	return t.base.RoundTrip(retry)
+}
+
+// timedTransport records how long Guacamole takes to answer.
+type timedTransport struct {
+	base    http.RoundTripper
+	metrics *metrics.Metrics
+}
+
+func (t timedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := t.base.RoundTrip(req)
+	t.metrics.Upstream(time.Since(start))
+	return resp, err
 }
 
 // bufferBody makes req replayable when its body is small enough: reading at

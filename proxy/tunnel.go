@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/guacproxy/guacproxy/proxy/metrics"
 )
 
 const (
@@ -38,7 +40,7 @@ var (
 // http.Server.Shutdown does not wait for once hijacked, and HTTP tunnels,
 // which live across many requests.
 type tunnels struct {
-	log *zap.Logger
+	metrics *metrics.Metrics
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -55,17 +57,18 @@ type httpTunnel struct {
 	lastRead time.Time
 }
 
-func newTunnels(log *zap.Logger) *tunnels {
+func newTunnels(m *metrics.Metrics) *tunnels {
 	return &tunnels{
-		log:    log,
-		conns:  make(map[net.Conn]struct{}),
-		http:   make(map[string]*httpTunnel),
-		counts: make(map[string]int),
-		idle:   make(chan struct{}),
+		metrics: m,
+		conns:   make(map[net.Conn]struct{}),
+		http:    make(map[string]*httpTunnel),
+		counts:  make(map[string]int),
+		idle:    make(chan struct{}),
 	}
 }
 
 func (ts *tunnels) add(identity string) {
+	ts.metrics.TunnelOpened(identity)
 	ts.mu.Lock()
 	ts.counts[identity]++
 	ts.open++
@@ -73,6 +76,7 @@ func (ts *tunnels) add(identity string) {
 }
 
 func (ts *tunnels) done(identity string) {
+	ts.metrics.TunnelClosed(identity)
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	ts.counts[identity]--
@@ -205,6 +209,11 @@ func (w *hijackTracker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	w.ts.conns[c] = struct{}{}
 	w.ts.mu.Unlock()
 	w.conn = c
+	// The switch of protocols is written on the hijacked connection, so
+	// the exchange never sees its status.
+	if ex, ok := w.ResponseWriter.(*exchange); ok && ex.status == 0 {
+		ex.status = http.StatusSwitchingProtocols
+	}
 	return c, rw, nil
 }
 
@@ -222,7 +231,8 @@ func (w *hijackTracker) forget() {
 // websocketTunnel opens a WebSocket tunnel with the caller's token in its
 // token parameter, the only place Guacamole's tunnels read it from.
 func (p *Proxy) websocketTunnel(w http.ResponseWriter, r *http.Request) {
-	c, release, err := p.tunnelCall(r, tunnelWebSocket, r.URL.Query().Get("token"))
+	c := exchangeFrom(r.Context())
+	release, err := p.tunnelCall(r, c, tunnelWebSocket, r.URL.Query().Get("token"))
 	if err != nil {
 		p.writeError(w, r, err)
 		return
@@ -235,7 +245,7 @@ func (p *Proxy) websocketTunnel(w http.ResponseWriter, r *http.Request) {
 	defer tw.forget()
 	p.log.Info("tunnel opened", zap.String("identity", c.identity.Name),
 		zap.String("kind", "websocket"), zap.String("token_fp", c.token.Fingerprint()))
-	p.rp.ServeHTTP(tw, r.WithContext(withCall(r.Context(), c)))
+	p.rp.ServeHTTP(tw, r)
 	p.log.Info("tunnel closed", zap.String("identity", c.identity.Name),
 		zap.String("kind", "websocket"), zap.String("token_fp", c.token.Fingerprint()))
 }
@@ -258,7 +268,8 @@ func (p *Proxy) httpTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	posted, _ := url.ParseQuery(string(body))
-	c, release, err := p.tunnelCall(r, tunnelHTTP, posted.Get("token"))
+	c := exchangeFrom(r.Context())
+	release, err := p.tunnelCall(r, c, tunnelHTTP, posted.Get("token"))
 	if err != nil {
 		p.writeError(w, r, err)
 		return
@@ -267,10 +278,9 @@ func (p *Proxy) httpTunnel(w http.ResponseWriter, r *http.Request) {
 	if rest := stripTokenParam(string(body)); rest != "" {
 		form += "&" + rest
 	}
-	r2 := r.WithContext(withCall(r.Context(), c))
+	r2 := r.Clone(r.Context())
 	r2.Body = io.NopCloser(strings.NewReader(form))
 	r2.ContentLength = int64(len(form))
-	r2.Header = r.Header.Clone()
 	r2.Header.Set("Content-Length", strconv.Itoa(len(form)))
 
 	p.rp.ServeHTTP(w, r2)
@@ -299,6 +309,7 @@ func (p *Proxy) httpTunnelUse(w http.ResponseWriter, r *http.Request) {
 		err = errOtherTunnel
 	}
 	if err == nil {
+		exchangeFrom(r.Context()).identity = id
 		err = p.authorize(id, r)
 	}
 	if err != nil {
@@ -311,25 +322,28 @@ func (p *Proxy) httpTunnelUse(w http.ResponseWriter, r *http.Request) {
 	p.rp.ServeHTTP(w, r)
 }
 
-// tunnelCall identifies the caller and leases a token for a tunnel. A
-// tunnel cannot be replayed once open, so the token is checked first: a
-// token that died with a Guacamole restart is replaced before it is used.
-func (p *Proxy) tunnelCall(r *http.Request, kind callKind, presented string) (*call, func(), error) {
+// tunnelCall identifies the caller and leases a token for a tunnel, filling
+// in ex. A tunnel cannot be replayed once open, so the token is checked
+// first: a token that died with a Guacamole restart is replaced before it
+// is used.
+func (p *Proxy) tunnelCall(r *http.Request, ex *exchange, kind callKind, presented string) (func(), error) {
 	id, err := p.identify(r, presented)
 	if err == nil {
+		ex.identity = id
 		err = p.authorize(id, r)
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
 		tok, release, err := p.tokens.Lease(r.Context(), id.Identity)
 		if err != nil {
-			return nil, nil, &loginError{identity: id.Name, err: err}
+			return nil, &loginError{identity: id.Name, err: err}
 		}
 		// A failed check is not a dead token: let Guacamole judge.
 		if dead, err := p.tokens.Dead(r.Context(), tok); err != nil || !dead || attempt > 0 {
-			return &call{identity: id, token: tok, kind: kind}, release, nil //nolint:nilerr // see above
+			ex.token, ex.kind = tok, kind
+			return release, nil //nolint:nilerr // see above
 		}
 		release()
 	}

@@ -40,7 +40,7 @@ func TestBrowserConnects(t *testing.T) {
 	logger, _ := newLogger(config.Log{Level: "info", Format: "console"}, &logs)
 	cfg, emu := demoSetup("127.0.0.1:0", "127.0.0.1:0", logger)
 	defer emu.Close()
-	srv, err := newServer(cfg, logger)
+	srv, err := newServer(cfg, logger, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

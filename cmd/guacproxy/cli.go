@@ -122,16 +122,21 @@ func cmdServe(args []string, stderr io.Writer) int {
 		return exitUsage
 	}
 	defer func() { _ = logger.Sync() }()
+	var audit *zap.Logger
+	if cfg.Log.Audit {
+		audit = newAuditLogger(cfg.Log, stderr)
+		defer func() { _ = audit.Sync() }()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return serveUntilDone(ctx, cfg, logger)
+	return serveUntilDone(ctx, cfg, logger, audit)
 }
 
 // serveUntilDone runs guacproxy until ctx ends and maps the outcome onto an
 // exit code.
-func serveUntilDone(ctx context.Context, cfg *config.Config, logger *zap.Logger) int {
-	srv, err := newServer(cfg, logger)
+func serveUntilDone(ctx context.Context, cfg *config.Config, logger, audit *zap.Logger) int {
+	srv, err := newServer(cfg, logger, audit)
 	if err != nil {
 		logger.Error("cannot start", zap.Error(err))
 		return exitUsage
@@ -149,16 +154,27 @@ func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("log.level: %w", err)
 	}
+	return newZap(c.Format, level, w), nil
+}
+
+// newAuditLogger builds the audit logger: the same format and output as the
+// process logger, but always at info, so that log.level does not silence
+// it.
+func newAuditLogger(c config.Log, w io.Writer) *zap.Logger {
+	return newZap(c.Format, zapcore.InfoLevel, w)
+}
+
+func newZap(format string, level zapcore.Level, w io.Writer) *zap.Logger {
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.TimeKey = "time"
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
 	var enc zapcore.Encoder
-	if c.Format == "console" {
+	if format == "console" {
 		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
 		enc = zapcore.NewConsoleEncoder(encCfg)
 	} else {
 		enc = zapcore.NewJSONEncoder(encCfg)
 	}
 	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level)
-	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
+	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w))))
 }

@@ -47,7 +47,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, err := newServer(cfg, logger)
+	srv, err := newServer(cfg, logger, newAuditLogger(config.Log{Format: "console"}, stderr))
 	if err != nil {
 		logger.Error("cannot start", zap.Error(err))
 		return exitUsage

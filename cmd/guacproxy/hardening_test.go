@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 
 	"github.com/guacproxy/guacproxy/config"
@@ -35,7 +36,7 @@ func startServer(t *testing.T, adjust func(s *server)) *server {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := newServer(cfg, zap.NewNop())
+	srv, err := newServer(cfg, zap.NewNop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,4 +96,88 @@ func TestSlowClientIsDisconnected(t *testing.T) {
 	if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 		t.Fatal("the server kept the connection of a client that never finished its headers")
 	}
+}
+
+func TestAdminServesMetrics(t *testing.T) {
+	srv := startServer(t, nil)
+	if got := status(t, "http://"+srv.proxyAddr()+"/api/session/data/default/self"); got != http.StatusOK {
+		t.Fatalf("request = %d; want 200", got)
+	}
+	resp, err := http.Get("http://" + srv.adminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`guacproxy_requests_total{code="200",identity="tool"} 1`,
+		`guacproxy_logins_total{identity="tool",result="ok"} 1`,
+		`guacproxy_logins_total{identity="tool",result="banned"} 0`,
+		`guacproxy_tokens_live 1`,
+		`guacproxy_tunnels_open{identity="tool"} 0`,
+		`guacproxy_revocations_total{result="ok"} 0`,
+	} {
+		if !strings.Contains(string(body), want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(string(body), "hardening-pw") {
+		t.Error("/metrics contains the password")
+	}
+}
+
+// TestShutdownClosesTunnelsAfterGrace: http.Server.Shutdown does not wait
+// for hijacked WebSocket tunnels, so guacproxy waits for them itself, then
+// closes them and revokes their token.
+func TestShutdownClosesTunnelsAfterGrace(t *testing.T) {
+	emu := guacamoletest.NewServer(guacamoletest.Options{
+		Users: map[string]guacamoletest.User{"svc-tool": {Password: "tunnel-pw"}},
+	})
+	defer emu.Close()
+	cfg := &config.Config{
+		Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
+		Guacamole:  config.Guacamole{URL: emu.URL},
+		Identities: []config.Identity{{Name: "tool", Username: "svc-tool", Password: "tunnel-pw", Default: true}},
+	}
+	cfg.ApplyDefaults()
+	cfg.ShutdownGrace = 300 * time.Millisecond
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := newServer(cfg, zap.NewNop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.run(ctx) }()
+
+	conn, resp, err := websocket.DefaultDialer.Dial(
+		"ws://"+srv.proxyAddr()+"/websocket-tunnel?GUAC_DATA_SOURCE=default&GUAC_ID=1&GUAC_TYPE=c", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	defer conn.Close()
+	if _, _, err := conn.ReadMessage(); err != nil {
+		t.Fatal(err)
+	}
+
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if _, _, err := conn.ReadMessage(); err != nil {
+			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the tunnel is still open after shutdown")
+			}
+			break
+		}
+	}
+	if st := emu.Stats(); st.LiveSessions != 0 || st.OpenTunnels != 0 {
+		t.Errorf("after shutdown: live sessions=%d open tunnels=%d; want 0 and 0", st.LiveSessions, st.OpenTunnels)
+	}
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 }

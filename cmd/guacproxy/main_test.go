@@ -136,7 +136,7 @@ func TestShutdownDrainsThenRevokes(t *testing.T) {
 	}
 	var logs syncBuffer
 	logger, _ := newLogger(config.Log{Level: "debug", Format: "json"}, &logs)
-	srv, err := newServer(cfg, logger)
+	srv, err := newServer(cfg, logger, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func TestDemoServes(t *testing.T) {
 	logger, _ := newLogger(config.Log{Level: "info", Format: "console"}, &logs)
 	cfg, emu := demoSetup("127.0.0.1:0", "127.0.0.1:0", logger)
 	defer emu.Close()
-	srv, err := newServer(cfg, logger)
+	srv, err := newServer(cfg, logger, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -167,7 +167,7 @@ func TestPyClientLogin(t *testing.T) {
 	}
 	var logs syncBuffer
 	logger, _ := newLogger(config.Log{Level: "debug", Format: "json"}, &logs)
-	srv, err := newServer(cfg, logger)
+	srv, err := newServer(cfg, logger, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/guacproxy/guacproxy/config"
 	"github.com/guacproxy/guacproxy/proxy"
+	"github.com/guacproxy/guacproxy/proxy/metrics"
 	"github.com/guacproxy/guacproxy/tokencache"
 )
 
@@ -44,23 +45,29 @@ type server struct {
 	closed  chan struct{}
 }
 
-// newServer wires guacproxy from cfg and opens its listeners.
-func newServer(cfg *config.Config, logger *zap.Logger) (*server, error) {
+// newServer wires guacproxy from cfg and opens its listeners. audit, if not
+// nil, receives the audit log.
+func newServer(cfg *config.Config, logger, audit *zap.Logger) (*server, error) {
 	upstream, err := url.Parse(cfg.Guacamole.URL)
 	if err != nil {
 		return nil, fmt.Errorf("guacamole.url: %w", err)
 	}
 	transport := newTransport(cfg.Guacamole)
-	cache := tokencache.New(tokencache.Options{
+	var cache *tokencache.Cache
+	m := metrics.New(func() float64 { return float64(cache.Stats().Live) })
+	cache = tokencache.New(tokencache.Options{
 		Client:         tokencache.NewClient(cfg.Guacamole.URL, &http.Client{Transport: transport}),
 		SessionTimeout: cfg.Guacamole.SessionTimeout,
 		MaxLifetime:    cfg.Tokens.MaxLifetime,
 		CallTimeout:    cfg.Guacamole.Timeout,
 		Logger:         logger,
+		Observer:       m,
 	})
 
 	ids := make([]proxy.Identity, len(cfg.Identities))
+	names := make([]string, len(cfg.Identities))
 	for i, id := range cfg.Identities {
+		names[i] = id.Name
 		ids[i] = proxy.Identity{
 			Identity:     tokencache.Identity{Name: id.Name, Username: id.Username, Password: id.Password},
 			APIKeyHashes: id.APIKeyHashes,
@@ -82,11 +89,14 @@ func newServer(cfg *config.Config, logger *zap.Logger) (*server, error) {
 		TrustedProxies: cfg.TrustedProxyNets,
 		PhantomIdle:    tokencache.IdleLimit(cfg.Guacamole.SessionTimeout),
 		Logger:         logger,
+		AuditLogger:    audit,
+		Metrics:        m,
 	})
 	if err != nil {
 		_, _ = cache.Close(context.Background())
 		return nil, err
 	}
+	m.Init(names)
 
 	s := &server{cfg: cfg, log: logger.Named("server"), cache: cache, handler: p,
 		closed: make(chan struct{})}
@@ -98,7 +108,7 @@ func newServer(cfg *config.Config, logger *zap.Logger) (*server, error) {
 		ErrorLog:          zap.NewStdLog(s.log),
 	}
 	s.admin = &http.Server{
-		Handler:           proxy.AdminHandler(&s.ready),
+		Handler:           proxy.AdminHandler(&s.ready, m.Handler()),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
