@@ -25,6 +25,8 @@ const (
 	DefaultTimeout        = 10 * time.Second
 	DefaultSessionTimeout = 60 * time.Minute
 	DefaultRequestTimeout = 60 * time.Second
+	DefaultBanMaxFailures = 4
+	DefaultBanWindow      = 5 * time.Minute
 	DefaultMaxLifetime    = 12 * time.Hour
 	DefaultShutdownGrace  = 30 * time.Second
 	DefaultLogLevel       = "info"
@@ -160,9 +162,26 @@ type Guacamole struct {
 	// MinSessionTimeout. Default DefaultSessionTimeout.
 	SessionTimeout time.Duration `yaml:"session_timeout"`
 
+	// Ban is guacproxy's failed-login budget, kept below the ban settings
+	// of Guacamole's ban extension.
+	Ban Ban `yaml:"ban"`
+
 	// RootCAs holds the certificates read from CAFile. Validate fills it; nil
 	// means the system roots.
 	RootCAs *x509.CertPool `yaml:"-" json:"-"`
+}
+
+// Ban is the failed-login budget: across all identities, at most
+// MaxFailures logins refused by Guacamole within Window. Guacamole's ban
+// extension bans an address after 5 failures in 5 minutes by default, and
+// every identity behind guacproxy shares its address.
+type Ban struct {
+	// MaxFailures must stay below the ban extension's
+	// ban-max-invalid-attempts. Default DefaultBanMaxFailures.
+	MaxFailures int `yaml:"max_failures"`
+	// Window must be at least the ban extension's ban-address-duration.
+	// Default DefaultBanWindow.
+	Window time.Duration `yaml:"window"`
 }
 
 // Tokens controls the lifetime of cached Guacamole tokens.
@@ -267,6 +286,8 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&c.Guacamole.Timeout, DefaultTimeout)
 	setDefault(&c.Guacamole.SessionTimeout, DefaultSessionTimeout)
 	setDefault(&c.Guacamole.RequestTimeout, DefaultRequestTimeout)
+	setDefault(&c.Guacamole.Ban.MaxFailures, DefaultBanMaxFailures)
+	setDefault(&c.Guacamole.Ban.Window, DefaultBanWindow)
 	setDefault(&c.Tokens.MaxLifetime, DefaultMaxLifetime)
 	setDefault(&c.ShutdownGrace, DefaultShutdownGrace)
 	setDefault(&c.Log.Level, DefaultLogLevel)

@@ -83,6 +83,8 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		d.string(n, v, path)
 	case v.Kind() == reflect.Bool:
 		d.bool(n, v, path)
+	case v.Kind() == reflect.Int:
+		d.int(n, v, path)
 	case v.Kind() == reflect.Slice:
 		d.list(n, v, path)
 	case v.Kind() == reflect.Struct:
@@ -107,6 +109,15 @@ func (d *decoder) bool(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	v.SetBool(b)
+}
+
+func (d *decoder) int(n *yaml.Node, v reflect.Value, path string) {
+	var i int
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || n.Decode(&i) != nil {
+		d.errs.add(path, "expected a whole number, got %s", describe(n))
+		return
+	}
+	v.SetInt(int64(i))
 }
 
 func (d *decoder) duration(n *yaml.Node, v reflect.Value, path string) {

@@ -113,6 +113,12 @@ func (c *Config) validate() *report {
 	if g.RequestTimeout <= 0 {
 		r.add("guacamole.request_timeout", "must be greater than zero")
 	}
+	if g.Ban.MaxFailures < 1 {
+		r.add("guacamole.ban.max_failures", "must be at least 1")
+	}
+	if g.Ban.Window < time.Second {
+		r.add("guacamole.ban.window", "must be at least 1s")
+	}
 	switch {
 	case g.SessionTimeout < MinSessionTimeout:
 		r.add("guacamole.session_timeout", "must be at least %s, since guacproxy "+

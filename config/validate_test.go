@@ -88,7 +88,8 @@ func TestValidateWithoutDefaults(t *testing.T) {
 	got := paths(problems(t, c.Validate()))
 	want := []string{
 		"listen", "admin_listen", "guacamole.url", "guacamole.timeout",
-		"guacamole.request_timeout", "guacamole.session_timeout", "tokens.max_lifetime",
+		"guacamole.request_timeout", "guacamole.ban.max_failures", "guacamole.ban.window",
+		"guacamole.session_timeout", "tokens.max_lifetime",
 		"log.level", "log.format", "identities",
 	}
 	if !slices.Equal(got, want) {

@@ -101,6 +101,10 @@ func describe(err error) response {
 			message: "The tunnel connect request is too large."}
 	case errors.As(err, &be):
 		return response{status: http.StatusForbidden, typ: "PERMISSION_DENIED", message: be.msg}
+	case errors.As(err, &bo) && bo.RetryAfter == 0:
+		return response{status: http.StatusServiceUnavailable, typ: "INTERNAL_ERROR",
+			message: fmt.Sprintf("guacproxy stopped logging in as identity %q until its configuration changes: %s",
+				bo.Identity, loginReason(bo.Cause))}
 	case errors.As(err, &bo):
 		return response{status: http.StatusServiceUnavailable, typ: "INTERNAL_ERROR",
 			retryAfter: bo.RetryAfter,
@@ -124,6 +128,8 @@ func describe(err error) response {
 // loginReason says in words why a login failed, without internals.
 func loginReason(err error) string {
 	switch {
+	case errors.Is(err, tokencache.ErrBudgetSpent):
+		return "guacproxy sent as many failed logins as it may without risking a ban of its address by Guacamole."
 	case errors.Is(err, tokencache.ErrInvalidCredentials):
 		return "Guacamole rejected its username or password."
 	case errors.Is(err, tokencache.ErrSecondFactor):

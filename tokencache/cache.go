@@ -73,6 +73,14 @@ type Options struct {
 	// RevokeConcurrency bounds the revocations running at once. If zero,
 	// DefaultRevokeConcurrency.
 	RevokeConcurrency int
+	// BanMaxFailures and BanWindow are the failed-login budget shared by
+	// all identities: once BanMaxFailures logins were refused within
+	// BanWindow, none is sent until the oldest leaves the window. A 429
+	// from Guacamole stops all logins for BanWindow. Keep them below
+	// Guacamole's ban settings. If zero, DefaultBanMaxFailures and
+	// DefaultBanWindow.
+	BanMaxFailures int
+	BanWindow      time.Duration
 	// Clock returns the current time. If nil, time.Now.
 	Clock func() time.Time
 	// Logger receives the cache's logs. If nil, nothing is logged.
@@ -191,6 +199,12 @@ func New(opts Options) *Cache {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
+	if opts.BanMaxFailures <= 0 {
+		opts.BanMaxFailures = DefaultBanMaxFailures
+	}
+	if opts.BanWindow <= 0 {
+		opts.BanWindow = DefaultBanWindow
+	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
@@ -209,7 +223,7 @@ func New(opts Options) *Cache {
 		// Expiry is decided by the cache (see the package comment), so
 		// go-cache neither expires items nor runs its janitor goroutine.
 		store:     gocache.New(gocache.NoExpiration, 0),
-		backoff:   newBackoff(),
+		backoff:   newBackoff(opts.BanMaxFailures, opts.BanWindow),
 		live:      make(map[*Token]struct{}),
 		revokeSem: make(chan struct{}, opts.RevokeConcurrency),
 		stop:      make(chan struct{}),
@@ -242,7 +256,7 @@ func (c *Cache) Token(ctx context.Context, id Identity) (*Token, error) {
 		return t, nil
 	}
 	c.obs.Lookup(false)
-	if err := c.backoff.wait(id.Name, now); err != nil {
+	if err := c.backoff.wait(id, now); err != nil {
 		return nil, err
 	}
 
@@ -300,15 +314,23 @@ func (c *Cache) login(id Identity) (*Token, error) {
 		return t, nil // a login that just finished
 	}
 
+	if err := c.backoff.begin(id, now); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.callTimeout)
 	defer cancel()
 	s, err := c.client.Login(ctx, id.Username, id.Password)
 	if err != nil {
 		c.loginFailures.Add(1)
 		c.obs.Login(id.Name, loginResult(err))
-		wait := c.backoff.fail(id.Name, err, c.now())
-		c.log.Warn("login failed", zap.String("identity", id.Name),
-			zap.Duration("retry_in", wait), zap.Error(err))
+		wait := c.backoff.fail(id, err, c.now())
+		if wait == 0 {
+			c.log.Error("login failed; not retrying until the identity's configuration changes",
+				zap.String("identity", id.Name), zap.Error(err))
+		} else {
+			c.log.Warn("login failed", zap.String("identity", id.Name),
+				zap.Duration("retry_in", wait), zap.Error(err))
+		}
 		return nil, err
 	}
 	c.backoff.succeed(id.Name)

@@ -60,6 +60,8 @@ func newServer(cfg *config.Config, logger, audit *zap.Logger) (*server, error) {
 		SessionTimeout: cfg.Guacamole.SessionTimeout,
 		MaxLifetime:    cfg.Tokens.MaxLifetime,
 		CallTimeout:    cfg.Guacamole.Timeout,
+		BanMaxFailures: cfg.Guacamole.Ban.MaxFailures,
+		BanWindow:      cfg.Guacamole.Ban.Window,
 		Logger:         logger,
 		Observer:       m,
 	})
