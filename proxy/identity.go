@@ -119,6 +119,7 @@ func splitQuoted(s string, sep byte) []string {
 // identities resolves which identity a request comes from.
 type identities struct {
 	all     []*Identity
+	byName  map[string]*Identity
 	byKey   map[[32]byte]int // API key hash -> index in all
 	matched []int            // indexes of identities with non-key matchers
 	def     *Identity
@@ -129,11 +130,15 @@ type identities struct {
 }
 
 func newIdentities(ids []Identity, trusted []netip.Prefix) (*identities, error) {
-	r := &identities{byKey: make(map[[32]byte]int), trusted: trusted}
+	r := &identities{byKey: make(map[[32]byte]int), byName: make(map[string]*Identity), trusted: trusted}
 	for i := range ids {
 		id := new(Identity)
 		*id = ids[i]
 		id.policy = compilePolicy(id.Allow)
+		if _, dup := r.byName[id.Name]; dup {
+			return nil, fmt.Errorf("two identities are named %q", id.Name)
+		}
+		r.byName[id.Name] = id
 		r.all = append(r.all, id)
 		for _, h := range id.APIKeyHashes {
 			if other, dup := r.byKey[h]; dup {

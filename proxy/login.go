@@ -43,8 +43,10 @@ type phantoms struct {
 	tokens map[string]*phantom
 }
 
+// phantom is bound to its identity by name, so that it survives a reload
+// that leaves the identity in place and dies with one that removes it.
 type phantom struct {
-	identity *Identity
+	identity string
 	lastUsed time.Time
 }
 
@@ -54,32 +56,32 @@ func newPhantoms(idle time.Duration) *phantoms {
 
 // issue returns a new phantom for id, shaped like a Guacamole token: 32
 // random bytes as 64 upper-case hex digits.
-func (ps *phantoms) issue(id *Identity, now time.Time) string {
+func (ps *phantoms) issue(identity string, now time.Time) string {
 	var b [32]byte
 	_, _ = rand.Read(b[:])
 	tok := strings.ToUpper(hex.EncodeToString(b[:]))
 	ps.mu.Lock()
-	ps.tokens[tok] = &phantom{identity: id, lastUsed: now}
+	ps.tokens[tok] = &phantom{identity: identity, lastUsed: now}
 	ps.mu.Unlock()
 	ps.count.Add(1)
 	return tok
 }
 
-// lookup returns the identity of a live phantom and marks it used.
-func (ps *phantoms) lookup(tok string, now time.Time) *Identity {
+// lookup returns the identity name of a live phantom and marks it used.
+func (ps *phantoms) lookup(tok string, now time.Time) string {
 	if tok == "" || ps.count.Load() == 0 {
-		return nil
+		return ""
 	}
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	p := ps.tokens[tok]
 	if p == nil {
-		return nil
+		return ""
 	}
 	if now.Sub(p.lastUsed) >= ps.idle {
 		delete(ps.tokens, tok)
 		ps.count.Add(-1)
-		return nil
+		return ""
 	}
 	p.lastUsed = now
 	return p.identity
@@ -128,8 +130,9 @@ func presentedToken(r *http.Request) string {
 // Guacamole refuses an unknown token, unless a default identity takes the
 // request anyway.
 func (p *Proxy) identify(r *http.Request, presented string) (*Identity, error) {
-	id := p.ids.explicit(r)
-	if ph := p.phantoms.lookup(presented, time.Now()); ph != nil {
+	ids := p.identities()
+	id := ids.explicit(r)
+	if ph := ids.byName[p.phantoms.lookup(presented, time.Now())]; ph != nil {
 		if id != nil && id != ph {
 			return nil, errOtherPhantom
 		}
@@ -138,8 +141,8 @@ func (p *Proxy) identify(r *http.Request, presented string) (*Identity, error) {
 	switch {
 	case id != nil:
 		return id, nil
-	case p.ids.def != nil:
-		return p.ids.def, nil
+	case ids.def != nil:
+		return ids.def, nil
 	case presented != "":
 		return nil, errBadToken
 	}
@@ -174,8 +177,9 @@ func (p *Proxy) login(w http.ResponseWriter, r *http.Request) {
 
 	now := time.Now()
 	posted := r.PostForm.Get("token")
-	id := p.ids.explicit(r)
-	if ph := p.phantoms.lookup(posted, now); ph != nil && (id == nil || id == ph) {
+	ids := p.identities()
+	id := ids.explicit(r)
+	if ph := ids.byName[p.phantoms.lookup(posted, now)]; ph != nil && (id == nil || id == ph) {
 		// Guacamole answers a re-auth of a live token with the same
 		// token; so does guacproxy for a live phantom.
 		p.answerLogin(w, r, ph, posted)
@@ -183,11 +187,11 @@ func (p *Proxy) login(w http.ResponseWriter, r *http.Request) {
 	}
 	if id == nil {
 		if pw := r.PostForm.Get("password"); pw != "" {
-			id = p.ids.byAPIKey(pw)
+			id = ids.byAPIKey(pw)
 		}
 	}
 	if id == nil {
-		id = p.ids.def
+		id = ids.def
 	}
 	if id == nil {
 		p.writeError(w, r, errLoginRefused)
@@ -204,7 +208,7 @@ func (p *Proxy) answerLogin(w http.ResponseWriter, r *http.Request, id *Identity
 		return
 	}
 	if phantom == "" {
-		phantom = p.phantoms.issue(id, time.Now())
+		phantom = p.phantoms.issue(id.Name, time.Now())
 		p.log.Info("client logged in", zap.String("identity", id.Name),
 			zap.String("phantom_fp", tokencache.Fingerprint(phantom)))
 	}

@@ -50,7 +50,7 @@ type Options struct {
 
 // Proxy forwards identified callers' requests to Guacamole.
 type Proxy struct {
-	ids      *identities
+	ids      atomic.Pointer[identities]
 	tokens   Tokens
 	rp       *httputil.ReverseProxy
 	router   *mux.Router
@@ -83,8 +83,9 @@ func New(opts Options) (*Proxy, error) {
 		return nil, err
 	}
 
-	p := &Proxy{ids: ids, tokens: opts.Tokens, log: opts.Logger.Named("proxy"),
+	p := &Proxy{tokens: opts.Tokens, log: opts.Logger.Named("proxy"),
 		metrics: opts.Metrics, reqPrefix: newRequestIDPrefix()}
+	p.ids.Store(ids)
 	if opts.AuditLogger != nil {
 		p.audit = opts.AuditLogger.Named("audit")
 	}
@@ -96,7 +97,7 @@ func New(opts Options) (*Proxy, error) {
 			pr.SetURL(&upstream)
 			pr.SetXForwarded()
 			stripClientCredentials(pr.Out.Header, pr.Out.URL)
-			ids.stripHeaders(pr.Out.Header)
+			p.identities().stripHeaders(pr.Out.Header)
 			injectToken(pr.Out, exchangeFrom(pr.In.Context()))
 		},
 		ModifyResponse: rememberTunnel,
@@ -173,6 +174,21 @@ func rememberTunnel(resp *http.Response) error {
 	if c != nil && c.kind == tunnelHTTP && resp.StatusCode == http.StatusOK {
 		c.tunnelToken = resp.Header.Get(tunnelTokenHeader)
 	}
+	return nil
+}
+
+func (p *Proxy) identities() *identities { return p.ids.Load() }
+
+// SetIdentities replaces the identities and trusted proxies, as a reload
+// does. Requests already identified finish as the identity they had;
+// phantom tokens and HTTP tunnels stay with an identity of the same name.
+// It fails, changing nothing, if the identities are ambiguous.
+func (p *Proxy) SetIdentities(ids []Identity, trusted []netip.Prefix) error {
+	r, err := newIdentities(ids, trusted)
+	if err != nil {
+		return err
+	}
+	p.ids.Store(r)
 	return nil
 }
 

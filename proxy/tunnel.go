@@ -51,7 +51,7 @@ type tunnels struct {
 }
 
 type httpTunnel struct {
-	identity *Identity
+	identity string
 	release  func()
 	reading  int
 	lastRead time.Time
@@ -135,7 +135,7 @@ func (ts *tunnels) closeAll() {
 	}
 	for _, ht := range hts {
 		ht.release()
-		ts.done(ht.identity.Name)
+		ts.done(ht.identity)
 	}
 }
 
@@ -152,26 +152,27 @@ func (ts *tunnels) sweep(now time.Time) {
 	ts.mu.Unlock()
 	for _, ht := range gone {
 		ht.release()
-		ts.done(ht.identity.Name)
+		ts.done(ht.identity)
 	}
 }
 
 // trackHTTP registers an HTTP tunnel that Guacamole opened; release is
 // called when it is considered closed.
-func (ts *tunnels) trackHTTP(tunnelToken string, identity *Identity, release func()) {
+func (ts *tunnels) trackHTTP(tunnelToken, identity string, release func()) {
 	ts.mu.Lock()
 	ts.http[tunnelToken] = &httpTunnel{identity: identity, release: release, lastRead: time.Now()}
 	ts.mu.Unlock()
 }
 
-// owner returns the identity that opened the HTTP tunnel, or nil.
-func (ts *tunnels) owner(tunnelToken string) *Identity {
+// owner returns the name of the identity that opened the HTTP tunnel, or
+// "".
+func (ts *tunnels) owner(tunnelToken string) string {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	if ht := ts.http[tunnelToken]; ht != nil {
 		return ht.identity
 	}
-	return nil
+	return ""
 }
 
 // reading marks a read of an HTTP tunnel as started; the returned function
@@ -289,7 +290,7 @@ func (p *Proxy) httpTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.tunnels.add(c.identity.Name)
-	p.tunnels.trackHTTP(c.tunnelToken, c.identity, release)
+	p.tunnels.trackHTTP(c.tunnelToken, c.identity.Name, release)
 	p.log.Info("tunnel opened", zap.String("identity", c.identity.Name),
 		zap.String("kind", "http"), zap.String("token_fp", c.token.Fingerprint()))
 }
@@ -300,9 +301,13 @@ func (p *Proxy) httpTunnel(w http.ResponseWriter, r *http.Request) {
 // as for any request. Either way the identity's allow list applies.
 func (p *Proxy) httpTunnelUse(w http.ResponseWriter, r *http.Request) {
 	tt := r.Header.Get(tunnelTokenHeader)
-	id := p.tunnels.owner(tt)
+	ids := p.identities()
+	owner := p.tunnels.owner(tt)
+	id := ids.byName[owner]
 	var err error
-	switch explicit := p.ids.explicit(r); {
+	switch explicit := ids.explicit(r); {
+	case owner != "" && id == nil:
+		err = errOtherTunnel // its identity was removed
 	case id == nil:
 		id, err = p.identify(r, "")
 	case explicit != nil && explicit != id:

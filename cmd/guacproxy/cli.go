@@ -69,25 +69,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // loadConfig parses the --config flag (or GUACPROXY_CONFIG) and loads the
 // file. It prints every problem and returns false on failure.
-func loadConfig(name string, args []string, stderr io.Writer) (*config.Config, bool) {
+func loadConfig(name string, args []string, stderr io.Writer) (cfg *config.Config, path string, ok bool) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", os.Getenv("GUACPROXY_CONFIG"),
+	pathFlag := fs.String("config", os.Getenv("GUACPROXY_CONFIG"),
 		"configuration file (default $GUACPROXY_CONFIG)")
 	if err := fs.Parse(args); err != nil {
-		return nil, false
+		return nil, "", false
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "guacproxy %s: unexpected arguments %q\n", name, fs.Args())
-		return nil, false
+		return nil, "", false
 	}
-	if *path == "" {
+	if *pathFlag == "" {
 		fmt.Fprintf(stderr, "guacproxy %s: no configuration: pass --config FILE or set GUACPROXY_CONFIG\n", name)
-		return nil, false
+		return nil, "", false
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := config.Load(*pathFlag)
 	if err != nil {
-		fmt.Fprintf(stderr, "guacproxy %s: %s is not valid:\n", name, *path)
+		fmt.Fprintf(stderr, "guacproxy %s: %s is not valid:\n", name, *pathFlag)
 		var errs config.Errors
 		if errors.As(err, &errs) {
 			for _, e := range errs {
@@ -96,13 +96,13 @@ func loadConfig(name string, args []string, stderr io.Writer) (*config.Config, b
 		} else {
 			fmt.Fprintf(stderr, "  %v\n", err)
 		}
-		return nil, false
+		return nil, "", false
 	}
-	return cfg, true
+	return cfg, *pathFlag, true
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	cfg, ok := loadConfig("check", args, stderr)
+	cfg, _, ok := loadConfig("check", args, stderr)
 	if !ok {
 		return exitUsage
 	}
@@ -112,7 +112,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdServe(args []string, stderr io.Writer) int {
-	cfg, ok := loadConfig("serve", args, stderr)
+	cfg, path, ok := loadConfig("serve", args, stderr)
 	if !ok {
 		return exitUsage
 	}
@@ -130,17 +130,26 @@ func cmdServe(args []string, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return serveUntilDone(ctx, cfg, logger, audit)
+	return serveUntilDone(ctx, cfg, path, logger, audit)
 }
 
 // serveUntilDone runs guacproxy until ctx ends and maps the outcome onto an
-// exit code.
-func serveUntilDone(ctx context.Context, cfg *config.Config, logger, audit *zap.Logger) int {
+// exit code. SIGHUP reloads the configuration from path.
+func serveUntilDone(ctx context.Context, cfg *config.Config, path string, logger, audit *zap.Logger) int {
 	srv, err := newServer(cfg, logger, audit)
 	if err != nil {
 		logger.Error("cannot start", zap.Error(err))
 		return exitUsage
 	}
+	srv.configPath = path
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer func() { signal.Stop(hup); close(hup) }()
+	go func() {
+		for range hup {
+			srv.requestReload()
+		}
+	}()
 	if err := srv.run(ctx); err != nil {
 		logger.Error("stopped with an error", zap.Error(err))
 		return exitRuntime

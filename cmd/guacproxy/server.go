@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
 
 	"github.com/guacproxy/guacproxy/config"
@@ -37,12 +38,19 @@ type server struct {
 	log     *zap.Logger
 	cache   *tokencache.Cache
 	handler *proxy.Proxy
+	metrics *metrics.Metrics
 	ready   proxy.Readiness
 	proxy   *http.Server
 	admin   *http.Server
 	pln     net.Listener
 	aln     net.Listener
 	closed  chan struct{}
+
+	// configPath, if set, is the file reloads read; reloads are requested
+	// on reloads, by SIGHUP and the file watch.
+	configPath string
+	reloads    chan struct{}
+	watcher    *fsnotify.Watcher
 }
 
 // newServer wires guacproxy from cfg and opens its listeners. audit, if not
@@ -66,23 +74,7 @@ func newServer(cfg *config.Config, logger, audit *zap.Logger) (*server, error) {
 		Observer:       m,
 	})
 
-	ids := make([]proxy.Identity, len(cfg.Identities))
-	names := make([]string, len(cfg.Identities))
-	for i, id := range cfg.Identities {
-		names[i] = id.Name
-		ids[i] = proxy.Identity{
-			Identity:     tokencache.Identity{Name: id.Name, Username: id.Username, Password: id.Password},
-			APIKeyHashes: id.APIKeyHashes,
-			Default:      id.Default,
-			ClientCert: proxy.CertMatch{URIs: id.ClientCert.URIs, DNSNames: id.ClientCert.DNSNames,
-				CommonNames: id.ClientCert.CommonNames},
-			Header:     proxy.HeaderMatch(id.Header),
-			SourceNets: id.SourceNets,
-		}
-		for _, r := range id.Allow {
-			ids[i].Allow = append(ids[i].Allow, proxy.Rule(r))
-		}
-	}
+	ids, names := proxyIdentities(cfg)
 	p, err := proxy.New(proxy.Options{
 		Upstream:       upstream,
 		Transport:      transport,
@@ -100,8 +92,8 @@ func newServer(cfg *config.Config, logger, audit *zap.Logger) (*server, error) {
 	}
 	m.Init(names)
 
-	s := &server{cfg: cfg, log: logger.Named("server"), cache: cache, handler: p,
-		closed: make(chan struct{})}
+	s := &server{cfg: cfg, log: logger.Named("server"), cache: cache, handler: p, metrics: m,
+		closed: make(chan struct{}), reloads: make(chan struct{}, 1)}
 	s.proxy = &http.Server{
 		Handler:           p,
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -150,6 +142,29 @@ func newTransport(g config.Guacamole) *http.Transport {
 	}
 }
 
+// proxyIdentities translates the configured identities for the proxy, and
+// lists their names.
+func proxyIdentities(cfg *config.Config) ([]proxy.Identity, []string) {
+	ids := make([]proxy.Identity, len(cfg.Identities))
+	names := make([]string, len(cfg.Identities))
+	for i, id := range cfg.Identities {
+		names[i] = id.Name
+		ids[i] = proxy.Identity{
+			Identity:     tokencache.Identity{Name: id.Name, Username: id.Username, Password: id.Password},
+			APIKeyHashes: id.APIKeyHashes,
+			Default:      id.Default,
+			ClientCert: proxy.CertMatch{URIs: id.ClientCert.URIs, DNSNames: id.ClientCert.DNSNames,
+				CommonNames: id.ClientCert.CommonNames},
+			Header:     proxy.HeaderMatch(id.Header),
+			SourceNets: id.SourceNets,
+		}
+		for _, r := range id.Allow {
+			ids[i].Allow = append(ids[i].Allow, proxy.Rule(r))
+		}
+	}
+	return ids, names
+}
+
 // inboundTLS is the TLS configuration of the proxy listener. Client
 // certificates are verified when presented, so that callers recognised
 // another way need none.
@@ -181,6 +196,14 @@ func (s *server) run(ctx context.Context) error {
 		zap.String("guacamole", s.cfg.Guacamole.URL),
 		zap.Int("identities", len(s.cfg.Identities)))
 
+	if s.configPath != "" {
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		if err := s.watchConfig(watchCtx); err != nil {
+			s.log.Warn("configuration changes will need SIGHUP", zap.Error(err))
+		}
+	}
+
 	var runErr error
 	sweep := time.NewTicker(tunnelSweepInterval)
 	defer sweep.Stop()
@@ -196,6 +219,10 @@ wait:
 			break wait
 		case <-sweep.C:
 			s.handler.Sweep()
+		case <-s.reloads:
+			if s.configPath != "" {
+				s.reload()
+			}
 		}
 	}
 	s.ready.Set(false)
