@@ -6,13 +6,13 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/guacproxy/guacproxy/tokencache"
+	"github.com/guacproxy/guacproxy/tokencache/guacamoletest"
 )
 
 // dialTunnel opens a WebSocket tunnel through the proxy.
@@ -92,7 +92,7 @@ func TestTunnelHoldsItsTokenAcrossEvictionAndRotation(t *testing.T) {
 		{"max lifetime", tokencache.DefaultMaxLifetime},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			clock := &testClock{now: time.Now()}
+			clock := guacamoletest.NewClock(time.Now())
 			e := newEnv(t, envOptions{clock: clock.Now})
 			conn := e.dialTunnel(t, "GUAC_DATA_SOURCE=default&GUAC_ID=1&GUAC_TYPE=c", nil)
 			readInstruction(t, conn)
@@ -185,24 +185,6 @@ func TestConnectBodyIsBounded(t *testing.T) {
 	if e.seen.count() != 0 {
 		t.Error("an oversized connect reached Guacamole")
 	}
-}
-
-// testClock is a clock tests move by hand.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
 }
 
 // waitFor polls cond until it holds; the bound only keeps a broken test

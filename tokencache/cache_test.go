@@ -19,27 +19,10 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// fakeClock is a clock tests move by hand. The cache and the emulator share
-// one, so that both agree on how idle a token is.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
+// newFakeClock returns a clock tests move by hand. The cache and the
+// emulator share one, so that both agree on how idle a token is.
+func newFakeClock() *guacamoletest.Clock {
+	return guacamoletest.NewClock(time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC))
 }
 
 var (
@@ -49,7 +32,7 @@ var (
 )
 
 type fixture struct {
-	clock *fakeClock
+	clock *guacamoletest.Clock
 	emu   *guacamoletest.Server
 	cache *Cache
 }
@@ -70,7 +53,7 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{clock: clock, emu: emu, cache: newCache(t, emu.URL, clock)}
 }
 
-func newCache(t *testing.T, url string, clock *fakeClock) *Cache {
+func newCache(t *testing.T, url string, clock *guacamoletest.Clock) *Cache {
 	t.Helper()
 	c := New(Options{
 		Client:        NewClient(url, nil),

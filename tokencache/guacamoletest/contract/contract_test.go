@@ -44,7 +44,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -508,7 +507,7 @@ var testUsers = []account{
 }
 
 func newEmulator(t *testing.T) *target {
-	clock := &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	clock := guacamoletest.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	users := make(map[string]guacamoletest.User, len(testUsers))
 	for _, u := range testUsers {
 		users[u.name] = guacamoletest.User{Password: u.password, Admin: u.name == "guacadmin"}
@@ -601,24 +600,6 @@ func newClient() *http.Client {
 			return http.ErrUseLastResponse
 		},
 	}
-}
-
-// fakeClock is the emulator's clock; tests move it forward by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 // HTTP helpers.
