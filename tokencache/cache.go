@@ -170,6 +170,9 @@ type Cache struct {
 	live   map[*Token]struct{}
 	closed bool
 
+	// accounts are the identities registered by SetIdentities, by name.
+	accounts atomic.Pointer[map[string]Identity]
+
 	revokeSem chan struct{}
 	revokes   sync.WaitGroup
 	stop      chan struct{}
@@ -247,8 +250,12 @@ func IdleLimit(sessionTimeout time.Duration) time.Duration {
 // Token returns a live token for id, logging in if the cache has none.
 // Concurrent callers for the same identity share one login; each waits only
 // as long as its own ctx allows. While the identity backs off after failed
-// logins, Token returns a *BackoffError without calling Guacamole.
+// logins, Token returns a *BackoffError without calling Guacamole. If
+// SetIdentities registered an identity of id's name, its account is used
+// rather than id's, so that requests begun before a reload cannot bring
+// back the old credentials.
 func (c *Cache) Token(ctx context.Context, id Identity) (*Token, error) {
+	id = c.registered(id)
 	now := c.now()
 	if t := c.current(id, now); t != nil {
 		t.touch(now)
@@ -453,6 +460,39 @@ func (c *Cache) Dead(ctx context.Context, t *Token) (bool, error) {
 	}
 	c.remove(t, reasonDead)
 	return true, nil
+}
+
+// SetIdentities registers the identities' accounts, replacing those of an
+// earlier call, and retires the tokens of identities that were registered
+// before and are now missing or have another username or password (a
+// leased token is revoked when its last tunnel closes). It returns the
+// names of those identities.
+func (c *Cache) SetIdentities(ids []Identity) []string {
+	next := make(map[string]Identity, len(ids))
+	for _, id := range ids {
+		next[id.Name] = id
+	}
+	prev := c.accounts.Swap(&next)
+	var retired []string
+	if prev != nil {
+		for name, old := range *prev {
+			if now, ok := next[name]; !ok || now != old {
+				c.Forget(name)
+				retired = append(retired, name)
+			}
+		}
+	}
+	return retired
+}
+
+// registered returns the registered account of id's identity, or id.
+func (c *Cache) registered(id Identity) Identity {
+	if m := c.accounts.Load(); m != nil {
+		if reg, ok := (*m)[id.Name]; ok {
+			return reg
+		}
+	}
+	return id
 }
 
 // Forget retires the token of the named identity, if any.

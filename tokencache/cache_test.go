@@ -417,3 +417,32 @@ func TestLeasedTokenOutlivesEvictionUntilReleased(t *testing.T) {
 		})
 	}
 }
+
+// A request that began before a reload still carries the old account. It
+// must neither log in with it nor push out the token of the new one.
+func TestRegisteredAccountWinsOverAStaleCaller(t *testing.T) {
+	f := newFixture(t)
+	f.cache.SetIdentities([]Identity{reporting, tool})
+	first := f.token(t, reporting)
+
+	f.emu.SetUser(rotated.Username, guacamoletest.User{Password: rotated.Password})
+	if retired := f.cache.SetIdentities([]Identity{rotated, tool}); len(retired) != 1 || retired[0] != reporting.Name {
+		t.Fatalf("retired = %v; want [%s]", retired, reporting.Name)
+	}
+	stale := f.token(t, reporting) // the old password, from a request in flight
+	if stale == first {
+		t.Fatal("the token of the old account was handed out after the reload")
+	}
+	if again := f.token(t, rotated); again != stale {
+		t.Error("the stale caller's token was replaced by the next request")
+	}
+	f.cache.revokes.Wait()
+	if st := f.emu.Stats(); st.FailedLogins != 0 || st.Logins != 2 || st.LiveSessions != 1 {
+		t.Errorf("failed=%d logins=%d live=%d; want 0, 2 and 1", st.FailedLogins, st.Logins, st.LiveSessions)
+	}
+
+	// Removing an identity retires its token too.
+	if retired := f.cache.SetIdentities([]Identity{rotated}); len(retired) != 1 || retired[0] != tool.Name {
+		t.Errorf("retired = %v; want [%s]", retired, tool.Name)
+	}
+}

@@ -55,19 +55,8 @@ func (s *server) reload() {
 	}
 	s.metrics.Init(names)
 
-	kept := make(map[string]config.Identity, len(cfg.Identities))
-	for _, id := range cfg.Identities {
-		kept[id.Name] = id
-	}
-	var retired []string
-	for _, old := range s.cfg.Identities {
-		now, ok := kept[old.Name]
-		if !ok || now.Username != old.Username || now.Password != old.Password {
-			// Revoked at once, or when the identity's last tunnel closes.
-			s.cache.Forget(old.Name)
-			retired = append(retired, old.Name)
-		}
-	}
+	// Revoked at once, or when the identity's last tunnel closes.
+	retired := s.cache.SetIdentities(cacheIdentities(ids))
 	if fields := restartFields(s.cfg, cfg); len(fields) > 0 {
 		s.log.Warn("some changes take effect only after a restart", zap.Strings("settings", fields))
 	}

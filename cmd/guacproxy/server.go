@@ -75,6 +75,7 @@ func newServer(cfg *config.Config, logger, audit *zap.Logger) (*server, error) {
 	})
 
 	ids, names := proxyIdentities(cfg)
+	cache.SetIdentities(cacheIdentities(ids))
 	p, err := proxy.New(proxy.Options{
 		Upstream:       upstream,
 		Transport:      transport,
@@ -163,6 +164,15 @@ func proxyIdentities(cfg *config.Config) ([]proxy.Identity, []string) {
 		}
 	}
 	return ids, names
+}
+
+// cacheIdentities returns the accounts of ids, for the token cache.
+func cacheIdentities(ids []proxy.Identity) []tokencache.Identity {
+	out := make([]tokencache.Identity, len(ids))
+	for i, id := range ids {
+		out[i] = id.Identity
+	}
+	return out
 }
 
 // inboundTLS is the TLS configuration of the proxy listener. Client
