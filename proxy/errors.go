@@ -128,6 +128,8 @@ func describe(err error) response {
 // loginReason says in words why a login failed, without internals.
 func loginReason(err error) string {
 	switch {
+	case errors.Is(err, tokencache.ErrLoginsBusy):
+		return "guacproxy has as many logins waiting for Guacamole as it may send at once."
 	case errors.Is(err, tokencache.ErrBudgetSpent):
 		return "guacproxy sent as many failed logins as it may without risking a ban of its address by Guacamole."
 	case errors.Is(err, tokencache.ErrInvalidCredentials):

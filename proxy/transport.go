@@ -80,7 +80,10 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 	tok, err := t.tokens.Token(req.Context(), c.identity.Identity)
 	if err != nil {
-		return resp, nil //nolint:nilerr // the original refusal is the honest answer
+		// The token died and no new one can be had: say why, rather than
+		// pass on a refusal the client can do nothing about.
+		drain(resp)
+		return nil, &loginError{identity: c.identity.Name, err: err}
 	}
 	retry := req.Clone(req.Context())
 	if req.GetBody != nil {

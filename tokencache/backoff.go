@@ -34,6 +34,10 @@ var (
 	// budget allows within its window, and sends no more until the window
 	// moves on, so that Guacamole never bans its address.
 	ErrBudgetSpent = errors.New("failed-login budget spent")
+	// ErrLoginsBusy means the budget's places were all held by logins
+	// still waiting for Guacamole's answer, for longer than a login may
+	// take.
+	ErrLoginsBusy = errors.New("too many logins awaiting Guacamole's answer")
 	// ErrMisconfigured means the identity's account asks for a second
 	// factor; no login is tried again until its credentials change.
 	ErrMisconfigured = errors.New("account requires a second factor: exempt it from TOTP/Duo")
@@ -73,8 +77,9 @@ type backoff struct {
 
 	mu          sync.Mutex
 	failures    map[string]*failure
-	recent      []time.Time // failures within the window, oldest first
-	inflight    int         // logins sent and not answered: each may fail
+	recent      []time.Time   // failures within the window, oldest first
+	inflight    int           // logins sent and not answered: each may fail
+	changed     chan struct{} // closed, and replaced, when a login is answered
 	bannedUntil time.Time
 	banCause    error
 }
@@ -88,7 +93,8 @@ type failure struct {
 }
 
 func newBackoff(maxFailures int, window time.Duration) *backoff {
-	return &backoff{maxFailures: maxFailures, window: window, failures: make(map[string]*failure)}
+	return &backoff{maxFailures: maxFailures, window: window,
+		failures: make(map[string]*failure), changed: make(chan struct{})}
 }
 
 // credsSum identifies a set of credentials without keeping them.
@@ -107,17 +113,31 @@ func (b *backoff) wait(id Identity, now time.Time) error {
 
 // begin is wait for a login about to be sent: if it may be sent, it holds
 // a place in the budget until fail or succeed, so that logins of several
-// identities sent at once cannot overrun it together.
-func (b *backoff) begin(id Identity, now time.Time) error {
+// identities sent at once cannot overrun it together. When only logins in
+// flight fill the budget, nothing has failed yet: begin returns a channel
+// that is closed when one of them is answered, and the caller tries again.
+func (b *backoff) begin(id Identity, now time.Time) (<-chan struct{}, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.waitLocked(id, now); err != nil {
-		return err
+		return nil, err
+	}
+	if len(b.recent)+b.inflight >= b.maxFailures {
+		return b.changed, nil
 	}
 	b.inflight++
-	return nil
+	return nil, nil
 }
 
+// answered releases a login's place in the budget. Called with b.mu held.
+func (b *backoff) answered() {
+	b.inflight--
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+// waitLocked returns a *BackoffError if id must not log in at now because
+// of failures; logins in flight are begin's business.
 func (b *backoff) waitLocked(id Identity, now time.Time) error {
 	if f := b.failures[id.Name]; f != nil {
 		switch {
@@ -133,12 +153,8 @@ func (b *backoff) waitLocked(id Identity, now time.Time) error {
 		return &BackoffError{Identity: id.Name, RetryAfter: b.bannedUntil.Sub(now), Cause: b.banCause}
 	}
 	b.expire(now)
-	if len(b.recent)+b.inflight >= b.maxFailures {
-		retry := time.Second // only logins in flight hold the budget
-		if len(b.recent) > 0 {
-			retry = b.recent[0].Add(b.window).Sub(now)
-		}
-		return &BackoffError{Identity: id.Name, RetryAfter: retry,
+	if len(b.recent) >= b.maxFailures {
+		return &BackoffError{Identity: id.Name, RetryAfter: b.recent[0].Add(b.window).Sub(now),
 			Cause: fmt.Errorf("%w: %d failed logins within %s", ErrBudgetSpent, len(b.recent), b.window)}
 	}
 	return nil
@@ -158,7 +174,7 @@ func (b *backoff) expire(now time.Time) {
 func (b *backoff) fail(id Identity, err error, now time.Time) time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.inflight--
+	b.answered()
 	if errors.Is(err, ErrBanned) {
 		// Guacamole's ban lasts its window from the last failure, which
 		// was at the latest now; nothing is sent until it is surely over.
@@ -204,7 +220,7 @@ func countsAsFailure(err error) bool {
 // succeed clears the failures of name.
 func (b *backoff) succeed(name string) {
 	b.mu.Lock()
-	b.inflight--
+	b.answered()
 	delete(b.failures, name)
 	b.mu.Unlock()
 }

@@ -143,3 +143,46 @@ func TestChangedPasswordIsTriedAtOnce(t *testing.T) {
 		t.Errorf("login with the corrected password: %v; want it tried without waiting", err)
 	}
 }
+
+// More identities than the budget's places logging in at once: nothing has
+// failed, so none is refused; they wait for a place instead.
+func TestLoginsBeyondTheBudgetWaitForAPlace(t *testing.T) {
+	clock := newFakeClock()
+	emu := guacamoletest.New(guacamoletest.Options{Clock: clock.Now})
+	var mu sync.Mutex
+	inflight, peak := 0, 0
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inflight++
+		peak = max(peak, inflight)
+		mu.Unlock()
+		time.Sleep(20 * time.Millisecond) // keeps logins overlapping; nothing is timed
+		emu.ServeHTTP(w, r)
+		mu.Lock()
+		inflight--
+		mu.Unlock()
+	}))
+	t.Cleanup(slow.Close)
+	c := newCache(t, slow.URL+"/guacamole", clock)
+
+	ids := make([]Identity, 3*DefaultBanMaxFailures)
+	for i := range ids {
+		s := strconv.Itoa(i)
+		ids[i] = Identity{Name: "id" + s, Username: "user" + s, Password: "pw" + s}
+		emu.SetUser(ids[i].Username, guacamoletest.User{Password: ids[i].Password})
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(ids))
+	for i, id := range ids {
+		wg.Go(func() { _, errs[i] = c.Token(context.Background(), id) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("login of %s: %v", ids[i].Name, err)
+		}
+	}
+	if peak > DefaultBanMaxFailures {
+		t.Errorf("logins in flight at once = %d; want at most %d", peak, DefaultBanMaxFailures)
+	}
+}

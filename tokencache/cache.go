@@ -321,11 +321,23 @@ func (c *Cache) login(id Identity) (*Token, error) {
 		return t, nil // a login that just finished
 	}
 
-	if err := c.backoff.begin(id, now); err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.callTimeout)
 	defer cancel()
+	for {
+		answered, err := c.backoff.begin(id, c.now())
+		if err != nil {
+			return nil, err
+		}
+		if answered == nil {
+			break
+		}
+		// Other identities' logins fill the budget; one of them may fail.
+		select {
+		case <-answered:
+		case <-ctx.Done():
+			return nil, &BackoffError{Identity: id.Name, RetryAfter: time.Second, Cause: ErrLoginsBusy}
+		}
+	}
 	s, err := c.client.Login(ctx, id.Username, id.Password)
 	if err != nil {
 		c.loginFailures.Add(1)
