@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -39,17 +38,8 @@ func TestBrowserConnects(t *testing.T) {
 	var logs syncBuffer
 	logger, _ := newLogger(config.Log{Level: "info", Format: "console"}, &logs)
 	cfg, emu := demoSetup("127.0.0.1:0", "127.0.0.1:0", logger)
-	defer emu.Close()
-	srv, err := newServer(cfg, logger, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	done := make(chan error, 1)
-	go func() { done <- srv.run(ctx) }()
-	admin := "http://" + srv.adminAddr()
-	waitFor(t, func() bool { return status(t, admin+"/readyz") == http.StatusOK })
+	t.Cleanup(emu.Close)
+	r := serve(t, newTestServer(t, cfg, logger))
 
 	tests := []struct {
 		name        string
@@ -62,7 +52,7 @@ func TestBrowserConnects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			page := runPage(t, chromium, "ws://"+srv.proxyAddr()+"/websocket-tunnel", tt.connectData)
+			page := runPage(t, chromium, "ws://"+r.srv.proxyAddr()+"/websocket-tunnel", tt.connectData)
 			if !strings.Contains(","+page.States+",", ",3,") {
 				t.Errorf("got client states %q (tunnel states %q); want CONNECTED (3) among them",
 					page.States, page.Tunnel)
@@ -85,14 +75,12 @@ func TestBrowserConnects(t *testing.T) {
 			st.TunnelsOpened, st.Logins, len(tests))
 	}
 
-	stop()
-	if err := <-done; err != nil {
+	if err := r.stop(t); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	if guacamoleToken.MatchString(logs.String()) {
 		t.Errorf("a Guacamole token appears in the logs:\n%s", logs.String())
 	}
-	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 }
 
 // browserOrSkip returns the Chromium to run, skipping the test when Chromium

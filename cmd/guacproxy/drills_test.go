@@ -207,48 +207,11 @@ func drillConfig(t *testing.T, guacURL string, ids []config.Identity,
 	return cfg
 }
 
-// drillRun is a guacproxy serving until the drill stops it.
-type drillRun struct {
-	srv     *server
-	cancel  context.CancelFunc
-	done    chan error
-	stopped bool
-}
-
-func startDrill(t *testing.T, cfg *config.Config) *drillRun {
+// startDrill runs guacproxy with cfg until the drill stops it.
+func startDrill(t *testing.T, cfg *config.Config) *running {
 	t.Helper()
-	srv, err := newServer(cfg, zap.NewNop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d := &drillRun{srv: srv, cancel: cancel, done: make(chan error, 1)}
-	go func() { d.done <- srv.run(ctx) }()
-	t.Cleanup(func() {
-		if !d.stopped {
-			if err := d.stop(t); err != nil {
-				t.Errorf("run: %v", err)
-			}
-		}
-	})
-	return d
+	return serve(t, newTestServer(t, cfg, zap.NewNop()))
 }
-
-// stop plays a SIGTERM and returns what run returned.
-func (d *drillRun) stop(t *testing.T) error {
-	t.Helper()
-	d.stopped = true
-	d.cancel()
-	select {
-	case err := <-d.done:
-		return err
-	case <-time.After(drillBound + d.srv.cfg.ShutdownGrace + d.srv.revokeBound()):
-		t.Fatal("run did not return after its context ended")
-		return nil
-	}
-}
-
-func (d *drillRun) base() string { return "http://" + d.srv.proxyAddr() }
 
 // drillClient returns a client with its own connection pool, closed when the
 // test ends. Its timeout only keeps a broken drill from hanging.
@@ -502,7 +465,7 @@ func keysOf(ids []config.Identity) []string {
 }
 
 // warm sends each identity's first request, one after another.
-func warm(t *testing.T, c *http.Client, d *drillRun, ids []config.Identity) {
+func warm(t *testing.T, c *http.Client, d *running, ids []config.Identity) {
 	t.Helper()
 	for _, id := range ids {
 		mustGet(t, c, d.base(), selfPath, drillKey(id.Name), http.StatusOK)
@@ -1139,7 +1102,7 @@ func TestDrillClientsDisconnect(t *testing.T) {
 // client's TCP connection with a reset. It waits until neither guacproxy
 // nor Guacamole counts the tunnel, and returns the token Guacamole saw it
 // opened with.
-func dropTunnel(t *testing.T, d *drillRun, up *drillUpstream, key string,
+func dropTunnel(t *testing.T, d *running, up *drillUpstream, key string,
 	during func(*websocket.Conn),
 ) []string {
 	t.Helper()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -26,34 +25,11 @@ func startServer(t *testing.T, adjust func(s *server)) *server {
 		Users: map[string]guacamoletest.User{"svc-tool": {Password: "hardening-pw"}},
 	})
 	t.Cleanup(emu.Close)
-	cfg := &config.Config{
-		Listen:      "127.0.0.1:0",
-		AdminListen: "127.0.0.1:0",
-		Guacamole:   config.Guacamole{URL: emu.URL},
-		Identities:  []config.Identity{{Name: "tool", Username: "svc-tool", Password: "hardening-pw", Default: true}},
-	}
-	cfg.ApplyDefaults()
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := newServer(cfg, zap.NewNop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := newTestServer(t, toolConfig(t, emu.URL, "hardening-pw", nil), zap.NewNop())
 	if adjust != nil {
 		adjust(srv)
 	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.run(ctx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
-	})
-	return srv
+	return serve(t, srv).srv
 }
 
 func TestOversizedHeadersAreRefused(t *testing.T) {
@@ -133,27 +109,14 @@ func TestShutdownClosesTunnelsAfterGrace(t *testing.T) {
 	emu := guacamoletest.NewServer(guacamoletest.Options{
 		Users: map[string]guacamoletest.User{"svc-tool": {Password: "tunnel-pw"}},
 	})
-	defer emu.Close()
-	cfg := &config.Config{
-		Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
-		Guacamole:  config.Guacamole{URL: emu.URL},
-		Identities: []config.Identity{{Name: "tool", Username: "svc-tool", Password: "tunnel-pw", Default: true}},
-	}
-	cfg.ApplyDefaults()
-	cfg.ShutdownGrace = 300 * time.Millisecond
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := newServer(cfg, zap.NewNop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.run(ctx) }()
+	t.Cleanup(emu.Close)
+	cfg := toolConfig(t, emu.URL, "tunnel-pw", func(c *config.Config) {
+		c.ShutdownGrace = 300 * time.Millisecond
+	})
+	r := serve(t, newTestServer(t, cfg, zap.NewNop()))
 
 	conn, resp, err := websocket.DefaultDialer.Dial(
-		"ws://"+srv.proxyAddr()+"/websocket-tunnel?GUAC_DATA_SOURCE=default&GUAC_ID=1&GUAC_TYPE=c", nil)
+		"ws://"+r.srv.proxyAddr()+"/websocket-tunnel?GUAC_DATA_SOURCE=default&GUAC_ID=1&GUAC_TYPE=c", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,8 +126,7 @@ func TestShutdownClosesTunnelsAfterGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	stop()
-	if err := <-done; err != nil {
+	if err := r.stop(t); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -179,5 +141,4 @@ func TestShutdownClosesTunnelsAfterGrace(t *testing.T) {
 	if st := emu.Stats(); st.LiveSessions != 0 || st.OpenTunnels != 0 {
 		t.Errorf("after shutdown: live sessions=%d open tunnels=%d; want 0 and 0", st.LiveSessions, st.OpenTunnels)
 	}
-	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 }

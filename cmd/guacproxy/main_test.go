@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -122,32 +121,13 @@ func TestShutdownDrainsThenRevokes(t *testing.T) {
 		}
 		emu.ServeHTTP(w, r)
 	}))
-	defer upstream.Close()
+	t.Cleanup(upstream.Close)
 
-	cfg := &config.Config{
-		Listen:      "127.0.0.1:0",
-		AdminListen: "127.0.0.1:0",
-		Guacamole:   config.Guacamole{URL: upstream.URL + "/guacamole"},
-		Identities:  []config.Identity{{Name: "tool", Username: "svc-tool", Password: password, Default: true}},
-	}
-	cfg.ApplyDefaults()
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := toolConfig(t, upstream.URL+"/guacamole", password, nil)
 	var logs syncBuffer
 	logger, _ := newLogger(config.Log{Level: "debug", Format: "json"}, &logs)
-	srv, err := newServer(cfg, logger, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	done := make(chan error, 1)
-	go func() { done <- srv.run(ctx) }()
-
-	base := "http://" + srv.proxyAddr()
-	admin := "http://" + srv.adminAddr()
-	waitFor(t, func() bool { return status(t, admin+"/readyz") == http.StatusOK })
+	r := serve(t, newTestServer(t, cfg, logger))
+	base, admin := r.base(), "http://"+r.srv.adminAddr()
 	if got := status(t, base+"/api/session/data/default/self"); got != http.StatusOK {
 		t.Fatalf("request before shutdown = %d; want 200", got)
 	}
@@ -155,7 +135,8 @@ func TestShutdownDrainsThenRevokes(t *testing.T) {
 	inflight := make(chan int, 1)
 	go func() { inflight <- status(t, base+"/api/session/data/default/connections") }()
 	<-arrived
-	stop() // as SIGTERM does
+	r.stopped = true
+	r.cancel() // as SIGTERM does
 	waitFor(t, func() bool { return status(t, admin+"/readyz") == http.StatusServiceUnavailable })
 	if got := status(t, admin+"/healthz"); got != http.StatusOK {
 		t.Errorf("healthz while draining = %d; want 200", got)
@@ -168,7 +149,7 @@ func TestShutdownDrainsThenRevokes(t *testing.T) {
 	if got := <-inflight; got != http.StatusOK {
 		t.Errorf("in-flight request = %d; want 200", got)
 	}
-	if err := <-done; err != nil {
+	if err := <-r.done; err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	if st := emu.Stats(); st.LiveSessions != 0 || st.Revocations != 1 {
@@ -180,22 +161,15 @@ func TestShutdownDrainsThenRevokes(t *testing.T) {
 	if guacamoleToken.MatchString(logs.String()) || strings.Contains(logs.String(), password) {
 		t.Error("a token or the password appears in the logs")
 	}
-	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 }
 
 func TestDemoServes(t *testing.T) {
 	var logs, out syncBuffer
 	logger, _ := newLogger(config.Log{Level: "info", Format: "console"}, &logs)
 	cfg, emu := demoSetup("127.0.0.1:0", "127.0.0.1:0", logger)
-	defer emu.Close()
-	srv, err := newServer(cfg, logger, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	printDemoHelp(&out, srv.proxyAddr(), srv.adminAddr())
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.run(ctx) }()
+	t.Cleanup(emu.Close)
+	r := serve(t, newTestServer(t, cfg, logger))
+	printDemoHelp(&out, r.srv.proxyAddr(), r.srv.adminAddr())
 
 	// The commands the demo prints work as printed.
 	for _, line := range strings.Split(out.String(), "\n") {
@@ -206,8 +180,7 @@ func TestDemoServes(t *testing.T) {
 		url := strings.Trim(strings.Fields(line)[2], "'")
 		waitFor(t, func() bool { return status(t, url) == http.StatusOK })
 	}
-	stop()
-	if err := <-done; err != nil {
+	if err := r.stop(t); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	if st := emu.Stats(); st.Logins != 1 || st.LiveSessions != 0 {
@@ -221,7 +194,6 @@ func TestDemoServes(t *testing.T) {
 	if guacamoleToken.MatchString(logs.String()) {
 		t.Errorf("a Guacamole token appears in the demo logs:\n%s", logs.String())
 	}
-	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 }
 
 // guacamoleToken matches anything shaped like a Guacamole auth token.

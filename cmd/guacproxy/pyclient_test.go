@@ -140,9 +140,9 @@ func TestPyClientLogin(t *testing.T) {
 		Users:      users,
 		Observe:    ulog.observe,
 	})
-	defer emu.Close()
+	t.Cleanup(emu.Close)
 	upstream := httptest.NewServer(ulog.handler(emu))
-	defer upstream.Close()
+	t.Cleanup(upstream.Close)
 
 	keyHash := sha256.Sum256([]byte(apiKey))
 	cfg := &config.Config{
@@ -167,16 +167,8 @@ func TestPyClientLogin(t *testing.T) {
 	}
 	var logs syncBuffer
 	logger, _ := newLogger(config.Log{Level: "debug", Format: "json"}, &logs)
-	srv, err := newServer(cfg, logger, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	done := make(chan error, 1)
-	go func() { done <- srv.run(ctx) }()
-	base := "http://" + srv.proxyAddr() + "/"
-	waitFor(t, func() bool { return status(t, "http://"+srv.adminAddr()+"/readyz") == http.StatusOK })
+	r := serve(t, newTestServer(t, cfg, logger))
+	base := r.base() + "/"
 
 	secrets := []string{apiKey, users["svc-tool"].Password, users["svc-reporting"].Password}
 	runs := []struct {
@@ -248,8 +240,7 @@ func TestPyClientLogin(t *testing.T) {
 		t.Errorf("emulator: %d logins after the clients logged out; want 2", st.Logins)
 	}
 
-	stop()
-	if err := <-done; err != nil {
+	if err := r.stop(t); err != nil {
 		t.Fatalf("run: %v", err)
 	}
 
@@ -271,7 +262,6 @@ func TestPyClientLogin(t *testing.T) {
 	if guacamoleToken.MatchString(logs.String()) || containsAny(logs.String(), secrets) {
 		t.Error("a token, password or API key appears in guacproxy's logs")
 	}
-	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 }
 
 // pyClientPython returns the virtualenv python that has guacapy installed,

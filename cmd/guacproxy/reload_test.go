@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -74,28 +73,20 @@ func newReloadEnvAt(t *testing.T, mount func(e *reloadEnv) string) *reloadEnv {
 		t.Fatal(err)
 	}
 	logger, _ := newLogger(config.Log{Level: "info", Format: "json"}, e.logs)
-	if e.srv, err = newServer(cfg, logger, nil); err != nil {
-		t.Fatal(err)
-	}
-	e.srv.configPath = e.cfgPath
-	if mount != nil {
-		e.srv.configPath = mount(e)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.srv.run(ctx) }()
 	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+		// Runs after the server stopped: cleanups run last-in first-out.
 		for _, secret := range []string{"tool-pw-1", "tool-pw-2", "reporting-pw-1", "reporting-key"} {
 			if strings.Contains(e.logs.String(), secret) {
 				t.Errorf("the logs contain the secret %q", secret)
 			}
 		}
 	})
+	e.srv = newTestServer(t, cfg, logger)
+	e.srv.configPath = e.cfgPath
+	if mount != nil {
+		e.srv.configPath = mount(e)
+	}
+	serve(t, e.srv)
 	return e
 }
 
