@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -29,14 +30,19 @@ const (
 )
 
 // exchange is one request as guacproxy serves it: the response writer that
-// counts what is sent, and what the handlers learned. It travels in the
-// request's context, so one allocation carries all of it.
+// counts what is sent, and what the handlers learned. It is also the
+// request's context, wrapping the server's, so that one allocation carries
+// all of it on the path every request takes.
 type exchange struct {
+	context.Context
 	http.ResponseWriter
 	status int
 	bytes  int64
 	start  time.Time
 	reqID  string
+	// idHeader backs the X-Request-Id header values of the request and the
+	// response, which need no allocation of their own.
+	idHeader [1]string
 
 	identity *Identity
 	// token is the token to inject; nil for requests that need none (HTTP
@@ -71,6 +77,15 @@ func (e *exchange) Unwrap() http.ResponseWriter { return e.ResponseWriter }
 
 type ctxKey struct{}
 
+// Value returns the exchange itself for ctxKey, and otherwise asks the
+// context it wraps.
+func (e *exchange) Value(key any) any {
+	if key == (ctxKey{}) {
+		return e
+	}
+	return e.Context.Value(key)
+}
+
 func exchangeFrom(ctx context.Context) *exchange {
 	e, _ := ctx.Value(ctxKey{}).(*exchange)
 	return e
@@ -79,12 +94,18 @@ func exchangeFrom(ctx context.Context) *exchange {
 // ServeHTTP serves r: it gives the request an id, routes it, then records
 // it in the audit log and the metrics.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ex := &exchange{ResponseWriter: w, start: time.Now(), reqID: p.requestID(r.Header.Get(requestIDHeader))}
-	r.Header.Set(requestIDHeader, ex.reqID)
-	w.Header().Set(requestIDHeader, ex.reqID)
-	r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, ex))
+	ex := &exchange{Context: r.Context(), ResponseWriter: w, start: time.Now()}
+	ex.reqID = p.requestID(r.Header.Get(requestIDHeader))
+	ex.idHeader[0] = ex.reqID
+	r.Header[requestIDHeader] = ex.idHeader[:]
+	w.Header()[requestIDHeader] = ex.idHeader[:]
+	r = r.WithContext(ex)
 
-	p.router.ServeHTTP(ex, r)
+	if plainREST(r) {
+		p.forward(ex, r)
+	} else {
+		p.router.ServeHTTP(ex, r)
+	}
 
 	d := time.Since(ex.start)
 	status := ex.status
@@ -113,6 +134,24 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ce := p.audit.Check(zapcore.InfoLevel, "request"); ce != nil {
 		ce.Write(fields...)
 	}
+}
+
+// plainREST reports whether r is an ordinary REST call with a clean path,
+// which goes straight to forward. The router would send it there too, but
+// matching it against every route and storing the match in the request's
+// context costs several allocations on the path every call takes. Anything
+// else (logins, logouts, session ends, tunnels, paths to clean) takes the
+// router.
+func plainREST(r *http.Request) bool {
+	p := r.URL.Path
+	switch {
+	case strings.HasPrefix(p, "/api/tokens"), p == "/websocket-tunnel", p == "/tunnel",
+		p == "/api/session" && r.Method == http.MethodDelete:
+		return false
+	}
+	return strings.HasPrefix(p, "/") && !strings.Contains(p, "//") &&
+		!strings.Contains(p, "/./") && !strings.Contains(p, "/../") &&
+		!strings.HasSuffix(p, "/.") && !strings.HasSuffix(p, "/..")
 }
 
 // requestID returns the client's request id if it is a sane one, or a new

@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -104,6 +105,7 @@ func New(opts Options) (*Proxy, error) {
 		Transport: &retryTransport{base: timedTransport{opts.Transport, opts.Metrics},
 			tokens: opts.Tokens, log: p.log},
 		ErrorHandler: p.writeError,
+		BufferPool:   bufferPool{},
 		ErrorLog:     zap.NewStdLog(p.log.WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))),
 	}
 
@@ -178,6 +180,20 @@ func rememberTunnel(resp *http.Response) error {
 }
 
 func (p *Proxy) identities() *identities { return p.ids.Load() }
+
+// copyBuffers are the buffers ReverseProxy copies bodies through: without
+// a pool it allocates 32 KiB for every request.
+var copyBuffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+type bufferPool struct{}
+
+func (bufferPool) Get() []byte { return copyBuffers.Get().(*[32 << 10]byte)[:] }
+
+func (bufferPool) Put(b []byte) {
+	if cap(b) == 32<<10 {
+		copyBuffers.Put((*[32 << 10]byte)(b[:32<<10]))
+	}
+}
 
 // SetIdentities replaces the identities and trusted proxies, as a reload
 // does. Requests already identified finish as the identity they had;

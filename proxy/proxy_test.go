@@ -632,3 +632,30 @@ func TestAdminHandler(t *testing.T) {
 		}
 	}
 }
+
+func TestPlainRESTTakesOnlyOrdinaryCalls(t *testing.T) {
+	tests := []struct {
+		method, path string
+		want         bool
+	}{
+		{"GET", "/api/session/data/default/connections", true},
+		{"DELETE", "/api/session/data/default/connections/1", true},
+		{"HEAD", "/api/session", true},
+		{"DELETE", "/api/session", false},
+		{"POST", "/api/tokens", false},
+		{"DELETE", "/api/tokens/X", false},
+		{"GET", "/api/tokensx", false},
+		{"GET", "/websocket-tunnel", false},
+		{"POST", "/tunnel", false},
+		{"GET", "/api//session/data", false},
+		{"GET", "/api/./session", false},
+		{"GET", "/api/x/../tokens", false},
+		{"GET", "/api/x/..", false},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest(tt.method, "http://proxy"+tt.path, nil)
+		if got := plainREST(r); got != tt.want {
+			t.Errorf("plainREST(%s %s) = %t; want %t", tt.method, tt.path, got, tt.want)
+		}
+	}
+}

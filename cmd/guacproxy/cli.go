@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -116,7 +117,8 @@ func cmdServe(args []string, stderr io.Writer) int {
 	if !ok {
 		return exitUsage
 	}
-	logger, err := newLogger(cfg.Log, stderr)
+	out := zapcore.Lock(zapcore.AddSync(stderr))
+	logger, err := newLoggerTo(cfg.Log, out)
 	if err != nil {
 		fmt.Fprintf(stderr, "guacproxy serve: %v\n", err)
 		return exitUsage
@@ -124,8 +126,9 @@ func cmdServe(args []string, stderr io.Writer) int {
 	defer func() { _ = logger.Sync() }()
 	var audit *zap.Logger
 	if cfg.Log.Audit {
-		audit = newAuditLogger(cfg.Log, stderr)
-		defer func() { _ = audit.Sync() }()
+		var stopAudit func()
+		audit, stopAudit = newAuditLogger(cfg.Log.Format, out)
+		defer stopAudit()
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -159,21 +162,28 @@ func serveUntilDone(ctx context.Context, cfg *config.Config, path string, logger
 
 // newLogger builds the process logger: JSON for machines, console for people.
 func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
+	return newLoggerTo(c, zapcore.Lock(zapcore.AddSync(w)))
+}
+
+func newLoggerTo(c config.Log, out zapcore.WriteSyncer) (*zap.Logger, error) {
 	level, err := zapcore.ParseLevel(c.Level)
 	if err != nil {
 		return nil, fmt.Errorf("log.level: %w", err)
 	}
-	return newZap(c.Format, level, w), nil
+	return newZap(c.Format, level, out), nil
 }
 
 // newAuditLogger builds the audit logger: the same format and output as the
 // process logger, but always at info, so that log.level does not silence
-// it.
-func newAuditLogger(c config.Log, w io.Writer) *zap.Logger {
-	return newZap(c.Format, zapcore.InfoLevel, w)
+// it. One line per request is the busiest log there is, so its lines are
+// buffered and written at least once a second, in whole lines through out's
+// lock; stop writes what is left.
+func newAuditLogger(format string, out zapcore.WriteSyncer) (*zap.Logger, func()) {
+	buf := &zapcore.BufferedWriteSyncer{WS: out, Size: 64 << 10, FlushInterval: time.Second}
+	return newZap(format, zapcore.InfoLevel, buf), func() { _ = buf.Stop() }
 }
 
-func newZap(format string, level zapcore.Level, w io.Writer) *zap.Logger {
+func newZap(format string, level zapcore.Level, out zapcore.WriteSyncer) *zap.Logger {
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.TimeKey = "time"
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
@@ -184,6 +194,5 @@ func newZap(format string, level zapcore.Level, w io.Writer) *zap.Logger {
 	} else {
 		enc = zapcore.NewJSONEncoder(encCfg)
 	}
-	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level)
-	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w))))
+	return zap.New(zapcore.NewCore(enc, out, level), zap.ErrorOutput(out))
 }

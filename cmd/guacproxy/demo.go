@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/guacproxy/guacproxy/config"
 	"github.com/guacproxy/guacproxy/tokencache"
@@ -35,7 +36,8 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	logger, err := newLogger(config.Log{Level: "info", Format: "console"}, stderr)
+	out := zapcore.Lock(zapcore.AddSync(stderr))
+	logger, err := newLoggerTo(config.Log{Level: "info", Format: "console"}, out)
 	if err != nil {
 		fmt.Fprintf(stderr, "guacproxy demo: %v\n", err)
 		return exitRuntime
@@ -47,7 +49,9 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, err := newServer(cfg, logger, newAuditLogger(config.Log{Format: "console"}, stderr))
+	audit, stopAudit := newAuditLogger("console", out)
+	defer stopAudit()
+	srv, err := newServer(cfg, logger, audit)
 	if err != nil {
 		logger.Error("cannot start", zap.Error(err))
 		return exitUsage

@@ -114,8 +114,24 @@ func (m *Metrics) Request(identity string, code int, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.requests.WithLabelValues(identity, strconv.Itoa(code)).Inc()
+	m.requests.WithLabelValues(identity, codeLabel(code)).Inc()
 	m.requestDuration.WithLabelValues(identity).Observe(d.Seconds())
+}
+
+// codes holds the label of every HTTP status code, so that recording a
+// request does not format one.
+var codes = func() (c [600]string) {
+	for i := range c {
+		c[i] = strconv.Itoa(i)
+	}
+	return c
+}()
+
+func codeLabel(code int) string {
+	if code >= 0 && code < len(codes) {
+		return codes[code]
+	}
+	return strconv.Itoa(code)
 }
 
 // Upstream records how long Guacamole took to answer.
