@@ -36,15 +36,19 @@ func stripTokenParam(query string) string {
 		return query
 	}
 	var b strings.Builder
+	b.Grow(len(query))
+	dropped := false
 	rest := query
 	for rest != "" {
 		var part string
 		part, rest, _ = strings.Cut(rest, "&")
 		if part == "" {
+			dropped = true
 			continue
 		}
 		name, _, _ := strings.Cut(part, "=")
-		if dec, err := url.QueryUnescape(name); err != nil || strings.EqualFold(dec, "token") {
+		if isTokenName(name) {
+			dropped = true
 			continue
 		}
 		if b.Len() > 0 {
@@ -52,12 +56,26 @@ func stripTokenParam(query string) string {
 		}
 		b.WriteString(part)
 	}
+	if !dropped {
+		return query
+	}
 	return b.String()
+}
+
+// isTokenName reports whether a raw parameter name decodes to "token" in
+// any case, or does not decode at all.
+func isTokenName(name string) bool {
+	if strings.ContainsAny(name, "%+") {
+		dec, err := url.QueryUnescape(name)
+		return err != nil || strings.EqualFold(dec, "token")
+	}
+	return strings.EqualFold(name, "token")
 }
 
 // mayHoldToken is a cheap pre-check that lets the common query with no token
 // parameter pass without being rebuilt: a token name needs a "k" or "K" in
 // clear or an escape.
 func mayHoldToken(query string) bool {
-	return strings.ContainsAny(query, "kK%")
+	return strings.IndexByte(query, 'k') >= 0 || strings.IndexByte(query, 'K') >= 0 ||
+		strings.IndexByte(query, '%') >= 0
 }
