@@ -48,13 +48,6 @@ func benchLogger() *zap.Logger {
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(&logs), zapcore.InfoLevel))
 }
 
-// benchStart names the benchmark in the log, so that TestMain finds log
-// lines even when only benchmarks that log nothing else were run.
-func benchStart(b *testing.B) {
-	b.Helper()
-	benchLogger().Info("benchmark", zap.String("name", b.Name()))
-}
-
 // connectionsJSON is a Guacamole-style connection list of about 1 KiB, the
 // answer of the benchmarked REST call.
 var connectionsJSON = func() []byte {
@@ -294,7 +287,6 @@ func BenchmarkCacheHit(b *testing.B) {
 			env := newHitEnv(b, upstream == "loopback")
 			for _, target := range []string{"bare", "guacproxy"} {
 				b.Run(target, func(b *testing.B) {
-					benchStart(b)
 					h := env.handler(target)
 					req, w := newBenchRequest(), newSinkWriter()
 					for b.Loop() {
@@ -303,7 +295,6 @@ func BenchmarkCacheHit(b *testing.B) {
 				})
 			}
 			b.Run("ratio", func(b *testing.B) {
-				benchStart(b)
 				extra := env.extraAllocs(b)
 				req, w := newBenchRequest(), newSinkWriter()
 				var tg, tb time.Duration
@@ -328,7 +319,6 @@ func BenchmarkCacheHitParallel(b *testing.B) {
 	env := newHitEnv(b, false)
 	for _, target := range []string{"bare", "guacproxy"} {
 		b.Run(target, func(b *testing.B) {
-			benchStart(b)
 			h := env.handler(target)
 			b.RunParallel(func(pb *testing.PB) {
 				req, w := newBenchRequest(), newSinkWriter()
@@ -339,7 +329,6 @@ func BenchmarkCacheHitParallel(b *testing.B) {
 		})
 	}
 	b.Run("ratio", func(b *testing.B) {
-		benchStart(b)
 		var tg, tb atomic.Int64
 		b.RunParallel(func(pb *testing.PB) {
 			req, w := newBenchRequest(), newSinkWriter()
@@ -393,7 +382,6 @@ func (e *hitEnv) extraAllocs(b *testing.B) float64 {
 // API key, as the default without a key, and as the default after an
 // unknown key.
 func BenchmarkResolveIdentity(b *testing.B) {
-	benchStart(b)
 	var list []Identity
 	for i := range 10 {
 		list = append(list, Identity{
@@ -469,7 +457,6 @@ var stripQueries = func() map[string]string {
 // from a request with ten headers (three of them credentials) and a query of
 // 50 parameters, with and without token parameters.
 func BenchmarkStripClientCredentials(b *testing.B) {
-	benchStart(b)
 	for _, name := range []string{"plain", "encoded", "tokens"} {
 		b.Run(name, func(b *testing.B) {
 			query := stripQueries[name]
