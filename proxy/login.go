@@ -155,7 +155,7 @@ func (p *Proxy) authorize(id *Identity, r *http.Request) error {
 		return nil
 	}
 	p.log.Warn("request denied by policy", zap.String("identity", id.Name),
-		zap.String("method", r.Method), zap.String("path", r.URL.Path))
+		zap.String("method", r.Method), zap.String("path", logPath(r)))
 	return &deniedError{identity: id.Name, method: r.Method, path: r.URL.Path, rules: len(id.policy)}
 }
 

@@ -95,7 +95,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	drain(resp)
 
 	t.log.Info("replaying request with a new token", zap.String("identity", c.identity.Name),
-		zap.String("method", req.Method), zap.String("path", req.URL.Path),
+		zap.String("method", req.Method), zap.String("path", logPath(req)),
 		zap.String("token_fp", tok.Fingerprint()))
 	c.token = tok
 	return t.base.RoundTrip(retry)
