@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -50,31 +49,7 @@ func benchLogger() *zap.Logger {
 
 // connectionsJSON is a Guacamole-style connection list of about 1 KiB, the
 // answer of the benchmarked REST call.
-var connectionsJSON = func() []byte {
-	type conn struct {
-		Name              string             `json:"name"`
-		Identifier        string             `json:"identifier"`
-		ParentIdentifier  string             `json:"parentIdentifier"`
-		Protocol          string             `json:"protocol"`
-		Attributes        map[string]*string `json:"attributes"`
-		ActiveConnections int                `json:"activeConnections"`
-		LastActive        int64              `json:"lastActive"`
-	}
-	conns := map[string]conn{}
-	for i := 1; ; i++ {
-		id := strconv.Itoa(i)
-		conns[id] = conn{
-			Name: fmt.Sprintf("rdp-host-%02d", i), Identifier: id, ParentIdentifier: "ROOT",
-			Protocol:   "rdp",
-			Attributes: map[string]*string{"max-connections": nil, "weight": nil},
-			LastActive: 1767225600000,
-		}
-		data, _ := json.Marshal(conns)
-		if len(data) >= 960 {
-			return data
-		}
-	}
-}()
+var connectionsJSON = guacamoletest.ConnectionList(960)
 
 // deniedJSON is Guacamole's answer to a call with a token it does not know.
 var deniedJSON = []byte(`{"message":"Permission Denied.","translatableMessage":` +

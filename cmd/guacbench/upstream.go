@@ -133,31 +133,7 @@ var deniedJSON = []byte(`{"message":"Permission Denied.","translatableMessage":`
 	`"statusCode":null,"expected":null,"patches":null,"type":"PERMISSION_DENIED"}`)
 
 // connectionList returns a Guacamole-style connection list of about 1 KiB.
-func connectionList() []byte {
-	type conn struct {
-		Name              string             `json:"name"`
-		Identifier        string             `json:"identifier"`
-		ParentIdentifier  string             `json:"parentIdentifier"`
-		Protocol          string             `json:"protocol"`
-		Attributes        map[string]*string `json:"attributes"`
-		ActiveConnections int                `json:"activeConnections"`
-		LastActive        int64              `json:"lastActive"`
-	}
-	conns := map[string]conn{}
-	for i := 1; ; i++ {
-		id := strconv.Itoa(i)
-		conns[id] = conn{
-			Name: fmt.Sprintf("rdp-host-%02d", i), Identifier: id, ParentIdentifier: "ROOT",
-			Protocol:   "rdp",
-			Attributes: map[string]*string{"max-connections": nil, "weight": nil},
-			LastActive: 1767225600000,
-		}
-		data, _ := json.Marshal(conns)
-		if len(data) >= 960 {
-			return data
-		}
-	}
-}
+func connectionList() []byte { return guacamoletest.ConnectionList(960) }
 
 // cmdUpstream serves the stand-in until SIGINT or SIGTERM. The password of
 // benchUser comes from the environment, not the command line.

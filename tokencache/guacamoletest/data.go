@@ -314,3 +314,25 @@ func (s *Server) rootTreeLocked() apiConnectionGroup {
 	}
 	return root
 }
+
+// ConnectionList returns the JSON of a connection list shaped like
+// Guacamole's answer to GET /api/session/data/{ds}/connections, with as many
+// RDP connections as it takes to reach minBytes. Benchmarks use it as a
+// realistic answer body.
+func ConnectionList(minBytes int) []byte {
+	lastActive := int64(sampleLastActive)
+	conns := map[string]apiConnection{}
+	for i := 1; ; i++ {
+		id := strconv.Itoa(i)
+		conns[id] = apiConnection{
+			Name: strPtr("rdp-host-" + id), Identifier: strPtr(id),
+			ParentIdentifier: strPtr("ROOT"), Protocol: strPtr("rdp"),
+			Attributes: map[string]*string{"max-connections": nil, "weight": nil},
+			LastActive: &lastActive,
+		}
+		data, _ := json.Marshal(conns)
+		if len(data) >= minBytes {
+			return data
+		}
+	}
+}
