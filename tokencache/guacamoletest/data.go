@@ -320,7 +320,7 @@ func (s *Server) rootTreeLocked() apiConnectionGroup {
 // RDP connections as it takes to reach minBytes. Benchmarks use it as a
 // realistic answer body.
 func ConnectionList(minBytes int) []byte {
-	lastActive := int64(sampleLastActive)
+	lastActive := sampleLastActive
 	conns := map[string]apiConnection{}
 	for i := 1; ; i++ {
 		id := strconv.Itoa(i)
