@@ -41,16 +41,20 @@ if [[ -x "$python" ]] && [[ "$(installed)" == "$(pinned)" ]]; then
 fi
 
 if [[ ! -x "$python" ]]; then
-	if ! "${PYTHON:-python3}" -m venv --help >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]]; then
+	# Debian splits ensurepip off into python3-venv; a fresh machine may
+	# lack it.
+	if ! out=$("${PYTHON:-python3}" -m venv "$venv" 2>&1) && [[ $(id -u) -eq 0 ]]; then
+		rm -rf "$venv"
 		log "installing python3-venv from Debian"
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+		out=$("${PYTHON:-python3}" -m venv "$venv" 2>&1)
 	fi
-	out=$("${PYTHON:-python3}" -m venv "$venv" 2>&1) || {
+	if [[ ! -x "$python" ]]; then
 		rm -rf "$venv"
 		log "cannot create a virtualenv at $venv (Debian: apt-get install python3-venv)"
 		printf '%s\n' "$out" >&2
 		exit 1
-	}
+	fi
 fi
 
 out=$("$python" -m pip install --quiet --disable-pip-version-check \
